@@ -1,0 +1,31 @@
+# The two commands of the quick start: `make demo` and `make test`.
+# Each one makes its own virtualenv in .venv and installs the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cpworker demo
+
+test: $(STAMP)
+	$(BIN)/ruff check cpworker handlers tests bench
+	$(BIN)/mypy cpworker handlers
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check cpworker handlers tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy cpworker handlers
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
