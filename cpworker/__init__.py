@@ -1,0 +1,44 @@
+"""cpworker: write AWS CodePipeline actions as plain Python functions.
+
+One import gives a handler author everything::
+
+    from cpworker import ActionApp, Job, Success, Continue, Failure, ConfigurationError
+"""
+
+from cpworker.app import ActionApp, ActionSettings, ActionSpec
+from cpworker.config import prop
+from cpworker.errors import (
+    ActionFailed,
+    ConfigurationError,
+    FailureType,
+    JobFailed,
+    PermissionError,
+    RevisionOutOfSync,
+    RevisionUnavailable,
+    SystemUnavailable,
+)
+from cpworker.job import Job, current_job
+from cpworker.result import Continue, CurrentRevision, Failure, InvalidResult, Result, Success
+
+__all__ = [
+    "ActionApp",
+    "ActionFailed",
+    "ActionSettings",
+    "ActionSpec",
+    "ConfigurationError",
+    "Continue",
+    "CurrentRevision",
+    "Failure",
+    "FailureType",
+    "InvalidResult",
+    "Job",
+    "JobFailed",
+    "PermissionError",
+    "Result",
+    "RevisionOutOfSync",
+    "RevisionUnavailable",
+    "Success",
+    "SystemUnavailable",
+    "current_job",
+    "prop",
+]

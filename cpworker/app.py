@@ -1,0 +1,264 @@
+"""``ActionApp``: the registry of action handlers and how a handler's outcome becomes a result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from cpworker.config import ConfigProperty, properties_of
+from cpworker.errors import ActionFailed, FailureType
+from cpworker.job import Job, _current
+from cpworker.limits import bounds, result_limits, shape
+from cpworker.logs import JobLogger
+from cpworker.model import ActionTypeId
+from cpworker.redact import scrub
+from cpworker.result import Continue, Failure, InvalidResult, Result, Success, bounded
+
+Handler = Callable[[Job[Any]], Result | None]
+HandlerT = TypeVar("HandlerT", bound=Handler)
+Counts = tuple[int, int]
+MAX_ARTIFACTS = 5  # ArtifactDetails.maximumCount is 0-5
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    """Links the console shows for the action (``{Config:Name}``, ``{ExternalExecutionId}``)."""
+
+    entity_url_template: str | None = None
+    execution_url_template: str | None = None
+    revision_url_template: str | None = None
+    third_party_configuration_url: str | None = None
+
+    def to_wire(self) -> dict[str, str]:
+        wire = {
+            "entityUrlTemplate": self.entity_url_template,
+            "executionUrlTemplate": self.execution_url_template,
+            "revisionUrlTemplate": self.revision_url_template,
+            "thirdPartyConfigurationUrl": self.third_party_configuration_url,
+        }
+        return {name: value for name, value in wire.items() if value}
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One registered action: its type, its configuration and its handler."""
+
+    name: str
+    type_id: ActionTypeId
+    handler: Handler
+    config_model: type[BaseModel] | None
+    properties: tuple[ConfigProperty, ...]
+    inputs: Counts
+    outputs: Counts
+    settings: ActionSettings
+
+    @property
+    def queryable(self) -> ConfigProperty | None:
+        """The queryable property, if the action has one."""
+        return next((p for p in self.properties if p.queryable), None)
+
+    def custom_action_type(self) -> dict[str, Any]:
+        """The CreateCustomActionType request for this action."""
+        request: dict[str, Any] = {
+            "category": self.type_id.category,
+            "provider": self.type_id.provider,
+            "version": self.type_id.version,
+            "configurationProperties": [p.to_wire() for p in self.properties],
+            "inputArtifactDetails": {
+                "minimumCount": self.inputs[0],
+                "maximumCount": self.inputs[1],
+            },
+            "outputArtifactDetails": {
+                "minimumCount": self.outputs[0],
+                "maximumCount": self.outputs[1],
+            },
+        }
+        if settings := self.settings.to_wire():
+            request["settings"] = settings
+        return request
+
+
+def _check_name(what: str, value: str, shape_name: str) -> None:
+    limit = bounds(shape_name)
+    too_short = limit.min is not None and len(value) < limit.min
+    too_long = limit.max is not None and len(value) > limit.max
+    if too_short or too_long or (limit.pattern and not limit.pattern.fullmatch(value)):
+        raise ValueError(
+            f"{what} {value!r} is invalid: {limit.min}-{limit.max} characters of "
+            f"{limit.pattern.pattern if limit.pattern else 'any kind'}"
+        )
+
+
+def _check_counts(what: str, counts: Counts) -> Counts:
+    low, high = counts
+    if not 0 <= low <= high <= MAX_ARTIFACTS:
+        raise ValueError(f"{what}={counts} is invalid: need 0 <= min <= max <= {MAX_ARTIFACTS}")
+    return low, high
+
+
+class ActionApp:
+    """The actions one worker (or one Lambda function) serves.
+
+    ``@app.action(...)`` registers a handler and fails at import time for a
+    duplicate action type, an invalid name, or a config model that cannot become
+    CodePipeline configuration properties.
+    """
+
+    def __init__(self) -> None:
+        self._actions: dict[str, ActionSpec] = {}
+
+    def action(
+        self,
+        *,
+        category: str,
+        provider: str,
+        version: str = "1",
+        config: type[BaseModel] | None = None,
+        inputs: Counts = (0, 5),
+        outputs: Counts = (0, 5),
+        name: str | None = None,
+        settings: ActionSettings | None = None,
+    ) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function as the handler of a custom action type."""
+        categories = shape("ActionCategory")["enum"]
+        if category not in categories:
+            raise ValueError(
+                f"category {category!r} is invalid: use one of {', '.join(categories)}"
+            )
+        _check_name("provider", provider, "ActionProvider")
+        _check_name("version", version, "Version")
+        type_id = ActionTypeId(
+            category=category, owner="Custom", provider=provider, version=version
+        )
+        properties = properties_of(config) if config is not None else ()
+        counts_in, counts_out = _check_counts("inputs", inputs), _check_counts("outputs", outputs)
+
+        def register(handler: HandlerT) -> HandlerT:
+            spec_name = name or handler.__name__
+            for existing in self._actions.values():
+                if existing.type_id == type_id or existing.name == spec_name:
+                    raise ValueError(
+                        f"action {spec_name!r} ({type_id}) clashes with {existing.name!r} "
+                        f"({existing.type_id}): give each action its own name and type"
+                    )
+            self._actions[spec_name] = ActionSpec(
+                spec_name,
+                type_id,
+                handler,
+                config,
+                properties,
+                counts_in,
+                counts_out,
+                settings or ActionSettings(),
+            )
+            return handler
+
+        return register
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter(self._actions.values())
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def __getitem__(self, name: str) -> ActionSpec:
+        try:
+            return self._actions[name]
+        except KeyError:
+            known = ", ".join(self._actions) or "none"
+            raise KeyError(f"no action named {name!r} (known: {known})") from None
+
+    def select(self, names: Sequence[str] = ()) -> list[ActionSpec]:
+        """The named actions (all when ``names`` is empty)."""
+        return [self[n] for n in names] if names else list(self)
+
+    def register(self, codepipeline: Any, names: Sequence[str] = ()) -> list[str]:
+        """Create the custom action types (skipping those that exist); returns the created ones."""
+        existing = {
+            ActionTypeId.model_validate(t["id"])
+            for page in codepipeline.get_paginator("list_action_types").paginate(
+                actionOwnerFilter="Custom"
+            )
+            for t in page["actionTypes"]
+        }
+        created = []
+        for spec in self.select(names):
+            if spec.type_id not in existing:
+                codepipeline.create_custom_action_type(**spec.custom_action_type())
+                created.append(str(spec.type_id))
+        return created
+
+
+def run_handler(
+    spec: ActionSpec, make_job: Callable[[], Job[Any]], log: JobLogger, secrets: Sequence[str]
+) -> Result:
+    """Build the job and run its handler; every exception becomes a typed ``Failure``.
+
+    ``ActionFailed`` keeps its type and message; any other exception becomes
+    ``JobFailed`` with ``"<ExceptionType>: <message>"`` and its traceback is logged.
+    ``secrets`` are masked out of the message (the log formatter masks the rest).
+    """
+    try:
+        job = make_job()
+        token = _current.set(job)
+        try:
+            result = spec.handler(job)
+        finally:
+            _current.reset(token)
+        return _redacted(_checked(result), secrets)
+    except ActionFailed as exc:
+        log.info("handler failed the job", extra={"failure_type": exc.failure_type.value})
+        return Failure(
+            _message(exc.message, secrets) or exc.failure_type.value,
+            type=exc.failure_type,
+            external_execution_id=exc.external_execution_id,
+        )
+    except Exception as exc:
+        log.exception("handler raised %s", type(exc).__name__)
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Failure(_message(text, secrets), type=FailureType.JOB_FAILED)
+
+
+def _checked(result: object) -> Result:
+    if result is None:
+        return Success()
+    if isinstance(result, Success | Continue | Failure):
+        return result
+    raise InvalidResult(
+        f"the handler returned {type(result).__name__}; return Success, Continue or Failure"
+    )
+
+
+def _redacted(result: Result, secrets: Sequence[str]) -> Result:
+    """``result`` with secrets masked in every text a pipeline user sees."""
+
+    def clean(text: str | None) -> str | None:
+        return None if text is None else scrub(text, secrets)
+
+    if isinstance(result, Failure):
+        return replace(
+            result,
+            message=_message(result.message, secrets),
+            external_execution_id=clean(result.external_execution_id),
+        )
+    if isinstance(result, Continue):
+        return replace(
+            result,
+            summary=clean(result.summary),
+            external_execution_id=clean(result.external_execution_id),
+        )
+    return replace(
+        result,
+        summary=clean(result.summary),
+        external_execution_id=clean(result.external_execution_id),
+        output_variables={
+            name: scrub(value, secrets) for name, value in result.output_variables.items()
+        },
+    )
+
+
+def _message(text: str, secrets: Sequence[str]) -> str:
+    return bounded(scrub(text, secrets), result_limits().failure_message.max)
