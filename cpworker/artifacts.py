@@ -1,0 +1,494 @@
+"""Input and output artifacts: streamed S3 transfers with the job's credentials.
+
+A job's artifacts live in the pipeline's S3 artifact store and are reached with the
+job's temporary ``artifactCredentials`` (SigV4). Inputs are downloaded once, in
+chunks, into the job's workspace, then listed, read or extracted safely (see
+``cpworker.archives``). Outputs are zipped from disk and uploaded with SSE-KMS under
+the job's key (multipart above a threshold). Nothing is ever written outside the
+job's workspace, and failures become pipeline-facing errors whose messages carry no
+credentials:
+
+- the input object does not exist → ``RevisionUnavailable``
+- access denied → ``cpworker.errors.PermissionError``
+- an unsafe, corrupt or oversize archive, or any other S3 failure → ``JobFailed``
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Generic, Literal, Protocol, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.manager import TransferConfig, TransferManager
+
+from cpworker import archives
+from cpworker.errors import (
+    ActionFailed,
+    ConfigurationError,
+    JobFailed,
+    PermissionError,
+    RevisionUnavailable,
+)
+from cpworker.redact import scrub
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+Kind = archives.Kind
+Member = archives.Member
+R = TypeVar("R")
+
+GIB = 1024**3
+MIB = 1024**2
+_INTERNAL_DIR = ".cpworker"  # downloads and zips being built, inside the workspace
+_DENIED = frozenset({"AccessDenied", "AllAccessDisabled"})
+_MISSING = frozenset({"NoSuchKey", "NoSuchBucket"})
+_SESSION_LOCK = threading.Lock()
+_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """Bounds and transfer sizes for artifacts; the defaults suit real pipelines.
+
+    - ``max_total_bytes`` (10 GiB): bytes one extraction may write, counted while
+      writing (archives can lie about their sizes), so a zip bomb cannot fill the disk.
+    - ``max_entries`` (100_000): entries one extraction may create.
+    - ``multipart_threshold_bytes`` (64 MiB): uploads above it go multipart.
+    - ``multipart_chunk_bytes`` (16 MiB): part size of a multipart upload (S3
+      requires at least 5 MiB; smaller values are raised to that).
+    - ``chunk_bytes`` (1 MiB): read/write buffer when streaming; memory use is a
+      few of these, whatever the artifact's size.
+    """
+
+    max_total_bytes: int = 10 * GIB
+    max_entries: int = 100_000
+    multipart_threshold_bytes: int = 64 * MIB
+    multipart_chunk_bytes: int = 16 * MIB
+    chunk_bytes: int = 1 * MIB
+
+
+def artifact_s3_client(
+    *,
+    access_key_id: str,
+    secret_access_key: str,
+    session_token: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+) -> S3Client:
+    """An S3 client signing with the job's artifact credentials (SigV4, standard retries).
+
+    ``endpoint_url`` wins; without it boto3 itself honours ``AWS_ENDPOINT_URL_S3`` and
+    ``AWS_ENDPOINT_URL``. With any endpoint set (a local emulator), addressing is
+    path-style, because loopback hosts have no bucket subdomains.
+    """
+    config = Config(signature_version="s3v4", retries={"mode": "standard"})
+    if _endpoint_configured(endpoint_url):
+        config = config.merge(Config(s3={"addressing_style": "path"}))
+    with _SESSION_LOCK:
+        return _shared_session().client(
+            "s3",
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            aws_session_token=session_token,
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=config,
+        )
+
+
+@cache
+def _shared_session() -> boto3.session.Session:
+    """One session for every job's client: service models load once (~10 ms a client
+    instead of ~150 ms). It holds no credentials; each client gets the job's own.
+    Sessions are not thread-safe, hence ``_SESSION_LOCK`` around client creation.
+    """
+    return boto3.session.Session()
+
+
+def _endpoint_configured(explicit: str | None) -> bool:
+    """Whether the client will talk to a custom endpoint (explicit, or as boto3 reads env)."""
+    if explicit:
+        return True
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return False
+    return bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _error_text(exc: ClientError | BotoCoreError) -> str:
+    """What went wrong, from the error response only (never request headers), scrubbed."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "Unknown"), error.get("Message", "")
+        text = f"{code}: {message}" if message else code
+    else:
+        text = str(exc)
+    return _ACCESS_KEY_ID.sub("****", scrub(text))
+
+
+def _error_code(exc: ClientError | BotoCoreError) -> str:
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
+def _s3_failure(what: str, exc: ClientError | BotoCoreError) -> ActionFailed:
+    """The pipeline-facing error for a failed S3 call; ``what`` starts the message."""
+    message = f"{what}: {_error_text(exc)}"
+    return PermissionError(message) if _error_code(exc) in _DENIED else JobFailed(message)
+
+
+def _archive_failure(direction: str, name: str, exc: archives.ArchiveError) -> JobFailed:
+    return JobFailed(f"{direction} artifact {name!r} {exc.problem}: {exc}")
+
+
+def _fs_name(name: str) -> str:
+    """An artifact name usable as one file name (CodePipeline names already are)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return "artifact" if cleaned in ("", ".", "..") else cleaned
+
+
+def _in_workspace(workspace: Path, path: Path | str) -> Path:
+    """``path`` (relative ones are relative to the workspace), refused if outside it."""
+    root = workspace.resolve()
+    full = (root / path).resolve()
+    if not full.is_relative_to(root):
+        raise ValueError(f"{str(path)!r} is outside the job's workspace {str(root)!r}")
+    return full
+
+
+class ArtifactKeyError(KeyError):
+    """A missing artifact or member; reads as a plain sentence, unlike ``KeyError``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InputArtifact:
+    """One input artifact: downloaded on first use (once), then listed, read or extracted.
+
+    The raw object is cached in ``<workspace>/.cpworker/inputs/``; ``kind`` is sniffed
+    from its content. A single object that is neither zip nor tar is an artifact with
+    one member named after the object key's base name.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bucket: str,
+        key: str,
+        revision: str | None,
+        client: S3Client,
+        workspace: Path,
+        settings: ArtifactSettings | None = None,
+    ) -> None:
+        self._name, self._bucket, self._key, self._revision = name, bucket, key, revision
+        self._client = client
+        self._workspace = workspace
+        self._settings = settings or ArtifactSettings()
+        self._path: Path | None = None
+        self._kind: Kind | None = None
+        self._extracted: set[Path] = set()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def revision(self) -> str | None:
+        """The source revision CodePipeline reports (a commit id, a version id...)."""
+        return self._revision
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def __repr__(self) -> str:
+        return f"InputArtifact(name={self._name!r}, bucket={self._bucket!r}, key={self._key!r})"
+
+    @property
+    def _file_name(self) -> str:
+        """The member name of a single-file artifact: the key's base name if usable."""
+        base = posixpath.basename(self._key)
+        try:
+            parts = archives.safe_parts(base)
+        except archives.UnsafeEntryError:
+            parts = ()
+        return parts[-1] if parts else _fs_name(self._name)
+
+    def download(self, dest: Path | str | None = None) -> Path:
+        """The raw object as a local file; with ``dest`` (in the workspace), a copy there."""
+        cached = self._fetch()
+        if dest is None:
+            return cached
+        target = _in_workspace(self._workspace, dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, target)
+        return target
+
+    def _fetch(self) -> Path:
+        if self._path is not None:
+            return self._path
+        folder = self._workspace / _INTERNAL_DIR / "inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / _fs_name(self._name)
+        partial = folder / f"{target.name}.part"
+        try:
+            self._stream_to(partial)
+        except (ClientError, BotoCoreError) as exc:
+            partial.unlink(missing_ok=True)
+            raise self._download_failure(exc) from exc
+        partial.replace(target)
+        self._path = target
+        return target
+
+    def _stream_to(self, path: Path) -> None:
+        """Copy the object in chunks: memory stays flat whatever its size."""
+        body = self._client.get_object(Bucket=self._bucket, Key=self._key)["Body"]
+        with body, path.open("wb") as out:
+            for chunk in body.iter_chunks(self._settings.chunk_bytes):
+                out.write(chunk)
+
+    def _download_failure(self, exc: ClientError | BotoCoreError) -> ActionFailed:
+        where = f"s3://{self._bucket}/{self._key}"
+        if _error_code(exc) in _MISSING:
+            return RevisionUnavailable(
+                f"input artifact {self._name!r} was not found at {where}: {_error_text(exc)}"
+            )
+        return _s3_failure(f"could not download input artifact {self._name!r} from {where}", exc)
+
+    @property
+    def kind(self) -> Kind:
+        """``"zip"``, ``"tar"`` (plain or compressed) or ``"file"``, from the content."""
+        if self._kind is None:
+            self._kind = archives.sniff(self._fetch())
+        return self._kind
+
+    def _archive_call(self, call: Callable[[], R]) -> R:
+        try:
+            return call()
+        except archives.ArchiveError as exc:
+            raise _archive_failure("input", self._name, exc) from exc
+
+    def names(self) -> list[str]:
+        """Member names (not directories), without extracting."""
+        path, kind = self._fetch(), self.kind
+        return self._archive_call(lambda: archives.member_names(path, kind, self._file_name))
+
+    def open(self, member: str) -> BinaryIO:
+        """A binary reader for one member, without extracting the rest."""
+        path, kind = self._fetch(), self.kind
+        reader = self._archive_call(
+            lambda: archives.open_member(path, kind, member, self._file_name)
+        )
+        if reader is None:
+            raise ArtifactKeyError(f"input artifact {self._name!r} has no member {member!r}")
+        return reader
+
+    def read_text(self, member: str, encoding: str = "utf-8") -> str:
+        """One member's content as text."""
+        with self.open(member) as reader:
+            return reader.read().decode(encoding)
+
+    def extract(self, dest: Path | str | None = None) -> Path:
+        """Extract safely into ``dest`` (default ``<workspace>/inputs/<name>``) and return it.
+
+        A relative ``dest`` is relative to the workspace; a ``dest`` outside the workspace
+        raises ``ValueError``, as does one that is neither missing nor an empty directory.
+        Extracting again to the same place returns it without work. An unsafe, corrupt
+        or oversize artifact raises ``JobFailed`` and leaves no ``dest`` behind.
+        """
+        target = _in_workspace(self._workspace, dest or Path("inputs") / _fs_name(self._name))
+        if target in self._extracted:
+            return target
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise ValueError(f"cannot extract into {str(target)!r}: not an empty directory")
+        path, kind, settings = self._fetch(), self.kind, self._settings
+        budget = archives.Budget(settings.max_total_bytes, settings.max_entries)
+        self._archive_call(
+            lambda: archives.extract(
+                path,
+                kind,
+                target,
+                budget=budget,
+                chunk_bytes=settings.chunk_bytes,
+                file_name=self._file_name,
+            )
+        )
+        self._extracted.add(target)
+        return target
+
+
+class OutputArtifact:
+    """One output artifact: a zip (or a given file) uploaded with SSE-KMS.
+
+    The object is encrypted with ``aws:kms`` under the job's key when the job names one,
+    else under the AWS managed key. ``uploaded`` turns True only after S3 accepted the
+    object; a failure always raises. Uploading again replaces the object.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bucket: str,
+        key: str,
+        client: S3Client,
+        workspace: Path,
+        encryption_key_id: str | None = None,
+        settings: ArtifactSettings | None = None,
+    ) -> None:
+        self._name, self._bucket, self._key = name, bucket, key
+        self._client = client
+        self._workspace = workspace
+        self._key_id = encryption_key_id
+        self._settings = settings or ArtifactSettings()
+        self._uploaded = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def uploaded(self) -> bool:
+        return self._uploaded
+
+    def __repr__(self) -> str:
+        return f"OutputArtifact(name={self._name!r}, bucket={self._bucket!r}, key={self._key!r})"
+
+    def upload_dir(self, path: Path | str) -> None:
+        """Zip a directory (relative paths: from the workspace) and upload the zip.
+
+        Entries are sorted and keep their Unix modes (``create_system`` 3). Symbolic
+        links are stored as links when they resolve inside the directory; one that
+        leads outside fails the upload instead of leaking or silently dropping a file.
+        """
+        source = self._workspace / path
+        if not source.is_dir():
+            raise NotADirectoryError(f"upload_dir needs a directory: {str(source)!r}")
+        chunk = self._settings.chunk_bytes
+        self._upload_zip(lambda out: archives.zip_directory(source, out, chunk))
+
+    def upload_files(self, files: Mapping[str, Member]) -> None:
+        """Zip the given members and upload the zip.
+
+        Values: ``bytes`` as is, ``str`` as UTF-8 text, ``Path`` a file streamed from disk.
+        """
+        chunk = self._settings.chunk_bytes
+        self._upload_zip(lambda out: archives.zip_members(files, out, chunk))
+
+    def upload_file(self, path: Path | str) -> None:
+        """Upload one file unchanged (relative paths: from the workspace).
+
+        Meant for a zip built elsewhere, or a consumer that takes a single object; the
+        file is not wrapped in a zip.
+        """
+        self._upload(self._workspace / path)
+
+    def _upload_zip(self, build: Callable[[Path], None]) -> None:
+        folder = self._workspace / _INTERNAL_DIR / "outputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{_fs_name(self._name)}.zip"
+        self._uploaded = False
+        try:
+            try:
+                build(out)
+            except archives.ArchiveError as exc:
+                raise _archive_failure("output", self._name, exc) from exc
+            self._upload(out)
+        finally:
+            out.unlink(missing_ok=True)
+
+    def _upload(self, path: Path) -> None:
+        self._uploaded = False
+        extra = {"ServerSideEncryption": "aws:kms"}
+        if self._key_id:
+            extra["SSEKMSKeyId"] = self._key_id
+        config = TransferConfig(
+            multipart_threshold=self._settings.multipart_threshold_bytes,
+            multipart_chunksize=self._settings.multipart_chunk_bytes,
+        )
+        try:
+            with TransferManager(self._client, config) as manager:
+                manager.upload(str(path), self._bucket, self._key, extra_args=extra).result()
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_failure(f"could not upload output artifact {self._name!r}", exc) from exc
+        self._uploaded = True
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Named)
+
+
+class ArtifactCollection(Generic[T]):
+    """A job's input or output artifacts, by name and in envelope order."""
+
+    def __init__(self, artifacts: Iterable[T], *, kind: Literal["input", "output"]) -> None:
+        self._kind = kind
+        self._items: dict[str, T] = {}
+        for artifact in artifacts:
+            if artifact.name in self._items:
+                raise ValueError(f"two {kind} artifacts are named {artifact.name!r}")
+            self._items[artifact.name] = artifact
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            available = ", ".join(self._items) or "none"
+            raise ArtifactKeyError(
+                f"no {self._kind} artifact named {name!r}; available: {available}"
+            ) from None
+
+    def get(self, name: str) -> T | None:
+        return self._items.get(name)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def one(self) -> T:
+        """The only artifact; a ``ConfigurationError`` when there are none or several."""
+        if len(self._items) != 1:
+            listed = f": {', '.join(self._items)}" if self._items else ""
+            raise ConfigurationError(
+                f"action expects exactly one {self._kind} artifact, got {len(self._items)}{listed}"
+            )
+        return next(iter(self._items.values()))
+
+    def __repr__(self) -> str:
+        return f"ArtifactCollection({self._kind}: {', '.join(self._items) or 'none'})"
