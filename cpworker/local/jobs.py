@@ -1,0 +1,186 @@
+"""Custom-action jobs and the job APIs' state machine.
+
+A job is Queued when created, Dispatched with a fresh nonce by PollForJobs, InProgress
+after AcknowledgeJob, and ends Succeeded, Failed or TimedOut. Choices where AWS is silent:
+
+* Results are accepted only from InProgress jobs: a worker must acknowledge before it
+  reports (a Dispatched job answers InvalidJobStateException). The job owner is the
+  poller that acknowledged, which is what the nonce exists for.
+* A Dispatched job not acknowledged within ``redispatch_after_s`` is dispatched again,
+  with a new nonce, by the next poll; the old nonce stops working then.
+* AcknowledgeJob with the current nonce is idempotent and answers the job's status.
+* The job timeout runs from the job's creation, whatever its state; each continuation
+  job has its own.
+
+Callers hold the engine lock; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cpworker.local.actiontypes import ActionTypeRecord
+from cpworker.local.errors import ServiceError
+from cpworker.local.executions import IN_PROGRESS, ActionRun
+
+QUEUED, DISPATCHED, JOB_IN_PROGRESS = "Queued", "Dispatched", "InProgress"
+JOB_SUCCEEDED, JOB_FAILED, TIMED_OUT = "Succeeded", "Failed", "TimedOut"
+OUTPUT_VARIABLES_MAX_BYTES = 122880
+
+
+@dataclass(eq=False)
+class Job:
+    """One job of one action execution (a continuation makes a new job)."""
+
+    run: ActionRun = field(repr=False)
+    data: dict[str, Any] = field(repr=False)  # carries credentials: never log it
+    created: float
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    status: str = QUEUED
+    nonce: str | None = None
+    dispatched_at: float | None = None
+
+    def wire(self, account_id: str, *, nonce: bool) -> dict[str, Any]:
+        """The ``Job`` (with nonce) or ``JobDetails`` (without) structure."""
+        job: dict[str, Any] = {"id": self.id, "data": self.data, "accountId": account_id}
+        if nonce:
+            job["nonce"] = self.nonce
+        return job
+
+    def matches(self, record: ActionTypeRecord, query: Mapping[str, str]) -> bool:
+        if self.run.action_type.key != record.key:
+            return False
+        configuration = self.data["actionConfiguration"]["configuration"]
+        return all(configuration.get(k) == v for k, v in query.items())
+
+
+class JobBoard:
+    """Every job the engine has created, by id."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        self._jobs[job.id] = job
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(list(self._jobs.values()))
+
+    def discard(self, job: Job) -> None:
+        self._jobs.pop(job.id, None)
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise ServiceError("JobNotFoundException", f"Job {job_id} not found")
+        return job
+
+    def poll(
+        self,
+        record: ActionTypeRecord,
+        batch: int,
+        query: Mapping[str, str],
+        now: float,
+        redispatch_after_s: float,
+    ) -> list[Job]:
+        """Dispatch up to ``batch`` waiting jobs of this type, oldest first, fresh nonces."""
+        _check_query(record, query)
+        picked: list[Job] = []
+        for job in sorted(self._jobs.values(), key=lambda j: j.created):
+            if len(picked) == batch:
+                break
+            waiting = job.status == QUEUED or (
+                job.status == DISPATCHED
+                and job.dispatched_at is not None
+                and now - job.dispatched_at >= redispatch_after_s
+            )
+            if waiting and job.matches(record, query):
+                job.status, job.nonce, job.dispatched_at = DISPATCHED, secrets.token_hex(16), now
+                picked.append(job)
+        return picked
+
+    def acknowledge(self, job_id: str, nonce: str) -> str:
+        job = self.get(job_id)
+        if job.nonce is None or not secrets.compare_digest(job.nonce, nonce):
+            raise ServiceError("InvalidNonceException", f"The nonce does not match job {job_id}")
+        if job.status == DISPATCHED:
+            job.status = JOB_IN_PROGRESS
+        return job.status
+
+    def in_progress(self, job_id: str) -> Job:
+        """The job a result is for; only InProgress jobs take results."""
+        job = self.get(job_id)
+        if job.status != JOB_IN_PROGRESS:
+            hint = " (acknowledge it first)" if job.status == DISPATCHED else ""
+            raise ServiceError(
+                "InvalidJobStateException", f"Job {job_id} is {job.status}, not InProgress{hint}"
+            )
+        return job
+
+    def succeed(self, params: Mapping[str, Any], now: float, continuation_delay_s: float) -> None:
+        """PutJobSuccessResult; a rejected request changes nothing."""
+        job = self.in_progress(params["jobId"])
+        token = params.get("continuationToken")
+        variables: dict[str, str] = params.get("outputVariables") or {}
+        _check_variables(token, variables)
+        job.status = JOB_SUCCEEDED
+        run = job.run
+        run.report(now, params.get("executionDetails", {}))
+        if token is not None:
+            run.continuation_token, run.due_at = token, now + continuation_delay_s
+        else:
+            revision = params.get("currentRevision", {}).get("revision")
+            run.succeed(now, variables, revision)
+
+    def fail(self, params: Mapping[str, Any], now: float) -> None:
+        """PutJobFailureResult: the job and its action execution fail."""
+        job = self.in_progress(params["jobId"])
+        job.status = JOB_FAILED
+        details = params["failureDetails"]
+        job.run.fail(now, details["type"], details["message"], details.get("externalExecutionId"))
+
+    def expire(self, now: float, timeout_s: float) -> None:
+        """Time out unfinished jobs older than ``timeout_s``, failing their action."""
+        for job in self._jobs.values():
+            if (
+                job.status in (QUEUED, DISPATCHED, JOB_IN_PROGRESS)
+                and now - job.created >= timeout_s
+            ):
+                job.status = TIMED_OUT
+                if job.run.status == IN_PROGRESS:
+                    job.run.fail(
+                        now,
+                        "JobTimedOut",
+                        f"Job {job.id} timed out: no result within {timeout_s:g} seconds",
+                    )
+
+
+def _check_query(record: ActionTypeRecord, query: Mapping[str, str]) -> None:
+    queryable = record.queryable
+    if query and queryable is None:
+        raise ServiceError(
+            "ValidationException",
+            "queryParam must be empty: this action type has no queryable property",
+        )
+    if query and set(query) != {queryable}:
+        raise ServiceError(
+            "ValidationException", f"queryParam may only name the queryable property {queryable!r}"
+        )
+
+
+def _check_variables(token: str | None, variables: Mapping[str, str]) -> None:
+    if token is not None and variables:
+        raise ServiceError(
+            "ValidationException",
+            "outputVariables can be included only when there is no continuation token",
+        )
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+    if size > OUTPUT_VARIABLES_MAX_BYTES:
+        raise ServiceError(
+            "OutputVariablesSizeExceededException",
+            f"Output variables total {size} bytes; the limit is {OUTPUT_VARIABLES_MAX_BYTES}",
+        )

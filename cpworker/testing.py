@@ -1,0 +1,155 @@
+"""Builders and waiters for tests of CodePipeline actions.
+
+They work against ``cpworker local`` and against real AWS alike: they take boto3
+clients and return plain wire dictionaries, and import nothing from the emulator.
+
+Typical use::
+
+    upload_source(s3, "my-source", "app.zip", zip_bytes({"main.py": "print(1)"}))
+    s3.create_bucket(Bucket="my-artifacts")
+    codepipeline.create_pipeline(pipeline=pipeline_declaration(
+        "demo", artifact_bucket="my-artifacts", source_bucket="my-source",
+        source_key="app.zip", actions=[custom_action("Build", provider="AcmeBuild")],
+    ))
+    execution_id = codepipeline.list_pipeline_executions(pipelineName="demo")[
+        "pipelineExecutionSummaries"][0]["pipelineExecutionId"]
+    assert wait_for_execution(codepipeline, "demo", execution_id)["status"] == "Succeeded"
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+__all__ = [
+    "SOURCE_ARTIFACT",
+    "custom_action",
+    "pipeline_declaration",
+    "upload_source",
+    "wait_for_execution",
+    "zip_bytes",
+]
+
+SOURCE_ARTIFACT = "SourceOutput"
+"""The name of the artifact the source action of :func:`pipeline_declaration` produces."""
+
+
+def zip_bytes(files: Mapping[str, bytes | str]) -> bytes:
+    """A zip archive of ``files`` (archive path → content; text is UTF-8 encoded)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, content in files.items():
+            archive.writestr(path, content.encode() if isinstance(content, str) else content)
+    return buffer.getvalue()
+
+
+def upload_source(s3: Any, bucket: str, key: str, data: bytes) -> None:
+    """Put ``data`` at ``s3://bucket/key``, creating the bucket if it does not exist."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
+            raise
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def custom_action(
+    name: str,
+    *,
+    provider: str,
+    category: str = "Build",
+    version: str = "1",
+    configuration: Mapping[str, str] | None = None,
+    inputs: Sequence[str] = (SOURCE_ARTIFACT,),
+    outputs: Sequence[str] = (),
+    run_order: int = 1,
+) -> dict[str, Any]:
+    """An ``ActionDeclaration`` for a custom action type (owner ``Custom``)."""
+    return {
+        "name": name,
+        "actionTypeId": {
+            "category": category,
+            "owner": "Custom",
+            "provider": provider,
+            "version": version,
+        },
+        "runOrder": run_order,
+        "configuration": dict(configuration or {}),
+        "inputArtifacts": [{"name": artifact} for artifact in inputs],
+        "outputArtifacts": [{"name": artifact} for artifact in outputs],
+    }
+
+
+def pipeline_declaration(
+    name: str,
+    *,
+    artifact_bucket: str,
+    source_bucket: str,
+    source_key: str,
+    actions: Sequence[Mapping[str, Any]],
+    encryption_key_id: str | None = None,
+    role_arn: str = "arn:aws:iam::123456789012:role/cpworker-local",
+) -> dict[str, Any]:
+    """A two-stage ``PipelineDeclaration``: an S3 source, then a "Build" stage of ``actions``.
+
+    The source action produces the artifact ``SourceOutput`` from
+    ``s3://source_bucket/source_key``; ``encryption_key_id`` sets the artifact store's
+    KMS key (without it CodePipeline uses its default key).
+    """
+    artifact_store: dict[str, Any] = {"type": "S3", "location": artifact_bucket}
+    if encryption_key_id is not None:
+        artifact_store["encryptionKey"] = {"id": encryption_key_id, "type": "KMS"}
+    source = {
+        "name": "Source",
+        "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "S3", "version": "1"},
+        "runOrder": 1,
+        "configuration": {
+            "S3Bucket": source_bucket,
+            "S3ObjectKey": source_key,
+            "PollForSourceChanges": "false",
+        },
+        "outputArtifacts": [{"name": SOURCE_ARTIFACT}],
+    }
+    return {
+        "name": name,
+        "roleArn": role_arn,
+        "artifactStore": artifact_store,
+        "stages": [
+            {"name": "Source", "actions": [source]},
+            {"name": "Build", "actions": [dict(action) for action in actions]},
+        ],
+    }
+
+
+def wait_for_execution(
+    codepipeline: Any,
+    pipeline_name: str,
+    execution_id: str,
+    *,
+    timeout_s: float = 30.0,
+    poll_s: float = 0.1,
+) -> dict[str, Any]:
+    """The final ``pipelineExecution`` once its status is no longer InProgress.
+
+    Raises TimeoutError, carrying the last state seen, if it is still InProgress
+    after ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        execution: dict[str, Any] = codepipeline.get_pipeline_execution(
+            pipelineName=pipeline_name, pipelineExecutionId=execution_id
+        )["pipelineExecution"]
+        if execution["status"] not in ("InProgress", "Stopping"):
+            return execution
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"Execution {execution_id} of {pipeline_name} still {execution['status']} "
+                f"after {timeout_s:g} s: {execution}"
+            )
+        time.sleep(poll_s)
