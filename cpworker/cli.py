@@ -1,0 +1,205 @@
+"""``cpworker`` command line: serve | register | local | demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ipaddress
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cpworker.app import ActionApp
+from cpworker.logs import configure_logging
+
+
+def load_app(reference: str) -> ActionApp:
+    """Import ``module:attribute`` (default attribute ``app``) from the current directory."""
+    module_name, _, attribute = reference.partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, ActionApp):
+        raise SystemExit(f"{reference}: expected an ActionApp, found {type(app).__name__}")
+    return app
+
+
+def _query(text: str) -> tuple[str, dict[str, str]]:
+    action, _, pair = text.rpartition(":")
+    name, sep, value = pair.partition("=")
+    if not (action and sep and name and value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ACTION:Property=value")
+    return action, {name: value}
+
+
+def _on_signals(first: Callable[[], None]) -> None:
+    """Call ``first`` on the first SIGTERM/SIGINT; exit at once on the second."""
+    received: list[int] = []
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            os._exit(128 + signum)
+        first()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from cpworker.api import CodePipelineAPI, codepipeline_client
+    from cpworker.worker import Worker, WorkerSettings
+
+    app = load_app(args.app)
+    specs = app.select(args.action)
+    client = codepipeline_client(
+        region=args.region, endpoint_url=args.endpoint_url, profile=args.profile
+    )
+    if args.register:
+        app.register(client, args.action)
+    settings = WorkerSettings(
+        concurrency=args.concurrency,
+        poll_interval_min_s=args.poll_min,
+        poll_interval_max_s=args.poll_max,
+        drain_timeout_s=args.drain_timeout,
+        workspace_root=args.workspace or WorkerSettings().workspace_root,
+        keep_workspace=args.keep_workspace,
+        queries=dict(args.query),
+        region=client.meta.region_name,
+        endpoint_url=args.endpoint_url,
+    )
+    worker = Worker(CodePipelineAPI(client), specs, settings)
+    _on_signals(worker.shutdown)
+    worker.run()
+    return 0
+
+
+def register(args: argparse.Namespace) -> int:
+    from cpworker.api import codepipeline_client
+
+    app = load_app(args.app)
+    client = codepipeline_client(
+        region=args.region, endpoint_url=args.endpoint_url, profile=args.profile
+    )
+    for created in app.register(client, args.action):
+        print(f"created custom action type {created}")
+    return 0
+
+
+def _loopback(host: str) -> str:
+    address = "127.0.0.1" if host == "localhost" else host
+    if not ipaddress.ip_address(address).is_loopback:
+        raise argparse.ArgumentTypeError(f"{host}: cpworker local listens on loopback only")
+    return address
+
+
+def local(args: argparse.Namespace) -> int:
+    import threading
+
+    from cpworker.local.engine import EngineSettings
+    from cpworker.local.server import LocalCodePipeline
+
+    overrides = {
+        name: value
+        for name, value in (
+            ("continuation_delay_s", args.continuation_delay),
+            ("redispatch_after_s", args.redispatch_after),
+            ("job_timeout_s", args.job_timeout),
+        )
+        if value is not None
+    }
+    stop = threading.Event()
+    _on_signals(stop.set)
+    with LocalCodePipeline(args.host, args.port, EngineSettings(**overrides)) as server:
+        print(f"cpworker local ready at {server.endpoint_url}", flush=True)
+        stop.wait()
+    return 0
+
+
+def demo(_args: argparse.Namespace) -> int:
+    from cpworker.demo import run_demo
+
+    return run_demo()
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", help="the ActionApp to load, as module:attribute")
+    parser.add_argument(
+        "--action", action="append", default=[], help="serve only this action (repeatable)"
+    )
+    parser.add_argument("--region", help="AWS Region (default: the boto3 chain)")
+    parser.add_argument(
+        "--endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL"),
+        help="CodePipeline and S3 endpoint, e.g. a cpworker local (default: $AWS_ENDPOINT_URL)",
+    )
+    parser.add_argument("--profile", help="AWS profile (default: the boto3 chain)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="cpworker", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        default=os.environ.get("CPWORKER_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default: $CPWORKER_LOG_LEVEL or INFO)",
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    run = command("serve", "poll for and run the app's custom action jobs")
+    _client_options(run)
+    run.add_argument("--concurrency", type=int, default=4, help="jobs at once (default 4)")
+    run.add_argument("--poll-min", type=float, default=0.5, help="first idle wait, s (0.5)")
+    run.add_argument("--poll-max", type=float, default=10.0, help="longest idle wait, s (10)")
+    run.add_argument(
+        "--drain-timeout", type=float, default=60.0, help="on SIGTERM, s to finish jobs (60)"
+    )
+    run.add_argument(
+        "--query",
+        type=_query,
+        action="append",
+        default=[],
+        metavar="ACTION:Property=value",
+        help="poll only jobs whose queryable property has this value",
+    )
+    run.add_argument("--workspace", type=Path, help="root of job workspaces (default: tmp)")
+    run.add_argument("--keep-workspace", action="store_true", help="keep job workspaces")
+    run.add_argument("--register", action="store_true", help="create missing action types first")
+    run.set_defaults(func=serve)
+
+    reg = command("register", "create the app's custom action types")
+    _client_options(reg)
+    reg.set_defaults(func=register)
+
+    loc = command("local", "run the local CodePipeline on loopback")
+    loc.add_argument("--host", type=_loopback, default="127.0.0.1")
+    loc.add_argument("--port", type=int, default=4566)
+    loc.add_argument("--continuation-delay", type=float, help="s before a continuation job")
+    loc.add_argument(
+        "--redispatch-after", type=float, help="s before an unacknowledged job requeues"
+    )
+    loc.add_argument("--job-timeout", type=float, help="s before a job without result times out")
+    loc.set_defaults(func=local)
+
+    dem = command("demo", "run the example build action end to end, locally")
+    dem.set_defaults(func=demo)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(args.log_level.upper())
+    command: Callable[[Any], int] = args.func
+    return command(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

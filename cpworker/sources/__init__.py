@@ -1,0 +1,1 @@
+"""One module per runtime: turn its envelope into a ``Job`` and deliver the result."""

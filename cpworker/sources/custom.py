@@ -1,0 +1,136 @@
+"""Custom-action jobs (owner ``Custom``): from a PollForJobs envelope to a ``Job``.
+
+This is the only module that knows the custom job envelope's field names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpworker.app import ActionSpec
+from cpworker.artifacts import (
+    ArtifactCollection,
+    ArtifactSettings,
+    InputArtifact,
+    OutputArtifact,
+    artifact_s3_client,
+)
+from cpworker.config import parse_config, secret_values
+from cpworker.errors import PermissionError
+from cpworker.job import Job
+from cpworker.logs import JobLogger
+from cpworker.model import JobEnvelope
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the runtime gives every job besides its envelope."""
+
+    workspace: Path
+    deadline_s: float
+    log: JobLogger
+    artifact_settings: ArtifactSettings = field(default_factory=ArtifactSettings)
+    region: str | None = None
+    endpoint_url: str | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+def log_fields(envelope: JobEnvelope) -> dict[str, Any]:
+    """The fields every log line about this job carries (never credentials)."""
+    data = envelope.data
+    fields: dict[str, Any] = {"job_id": envelope.id}
+    if data.action_type_id is not None:
+        fields["action_type"] = str(data.action_type_id)
+    if (context := data.pipeline_context) is not None:
+        fields.update(
+            pipeline=context.pipeline_name,
+            stage=context.stage.name,
+            action=context.action.name,
+            pipeline_execution_id=context.pipeline_execution_id,
+        )
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def secrets_of(envelope: JobEnvelope, spec: ActionSpec) -> list[str]:
+    """The job's artifact credentials and secret configuration values."""
+    data = envelope.data
+    found = data.artifact_credentials.secrets() if data.artifact_credentials else []
+    if spec.config_model is not None:
+        found += secret_values(spec.config_model, data.action_configuration.configuration)
+    return found
+
+
+def build_job(envelope: JobEnvelope, spec: ActionSpec, context: JobContext) -> Job[Any]:
+    """The ``Job`` a handler sees; a bad configuration raises ``ConfigurationError``."""
+    data = envelope.data
+    configuration = data.action_configuration.configuration
+    config = parse_config(spec.config_model, configuration) if spec.config_model else None
+    inputs: ArtifactCollection[InputArtifact] = ArtifactCollection([], kind="input")
+    outputs: ArtifactCollection[OutputArtifact] = ArtifactCollection([], kind="output")
+    if data.input_artifacts or data.output_artifacts:
+        inputs, outputs = _artifacts(envelope, context)
+    return Job(
+        id=envelope.id,
+        config=config,
+        configuration=configuration,
+        inputs=inputs,
+        outputs=outputs,
+        workspace=context.workspace,
+        log=context.log,
+        deadline=time.monotonic() + context.deadline_s,
+        envelope=envelope,
+        account_id=envelope.account_id,
+        action_type=data.action_type_id,
+        pipeline=data.pipeline_context,
+        continuation_token=data.continuation_token,
+        _stopping=context.stopping,
+    )
+
+
+def _artifacts(
+    envelope: JobEnvelope, context: JobContext
+) -> tuple[ArtifactCollection[InputArtifact], ArtifactCollection[OutputArtifact]]:
+    data = envelope.data
+    credentials = data.artifact_credentials
+    if credentials is None:
+        raise PermissionError("the job carries no artifact credentials")
+    client = artifact_s3_client(
+        access_key_id=credentials.access_key_id.get_secret_value(),
+        secret_access_key=credentials.secret_access_key.get_secret_value(),
+        session_token=(
+            credentials.session_token.get_secret_value() if credentials.session_token else None
+        ),
+        region=context.region,
+        endpoint_url=context.endpoint_url,
+    )
+    settings, workspace = context.artifact_settings, context.workspace
+    inputs = [
+        InputArtifact(
+            name=ref.name,
+            bucket=ref.location.s3_location.bucket_name,
+            key=ref.location.s3_location.object_key,
+            revision=ref.revision,
+            client=client,
+            workspace=workspace,
+            settings=settings,
+        )
+        for ref in data.input_artifacts
+    ]
+    key_id = data.encryption_key.id if data.encryption_key else None
+    outputs = [
+        OutputArtifact(
+            name=ref.name,
+            bucket=ref.location.s3_location.bucket_name,
+            key=ref.location.s3_location.object_key,
+            client=client,
+            workspace=workspace,
+            encryption_key_id=key_id,
+            settings=settings,
+        )
+        for ref in data.output_artifacts
+    ]
+    return ArtifactCollection(inputs, kind="input"), ArtifactCollection(outputs, kind="output")

@@ -1,0 +1,160 @@
+"""Fixtures for worker tests: the test app registered in the local CodePipeline,
+pipelines that run one of its actions, and in-process workers that poll it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cpw_test_apps import app
+
+from cpworker import ActionApp
+from cpworker.api import CodePipelineAPI, RetryPolicy
+from cpworker.local.server import LocalCodePipeline
+from cpworker.testing import (
+    custom_action,
+    pipeline_declaration,
+    upload_source,
+    wait_for_execution,
+    zip_bytes,
+)
+from cpworker.worker import Worker, WorkerSettings
+
+APPS_DIR = Path(__file__).parent
+DEFAULT_SOURCE = {"README.md": "hello\n", "src/main.py": "print('hi')\n"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A pipeline started by a test, and how to wait for it."""
+
+    name: str
+    execution_id: str
+    codepipeline: Any
+
+    def wait(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        return wait_for_execution(
+            self.codepipeline, self.name, self.execution_id, timeout_s=timeout_s
+        )
+
+    def action_state(self, action: str = "Act") -> dict[str, Any]:
+        state = self.codepipeline.get_pipeline_state(name=self.name)
+        for stage in state["stageStates"]:
+            for found in stage.get("actionStates", []):
+                if found["actionName"] == action:
+                    return dict(found.get("latestExecution", {}))
+        raise AssertionError(f"no action {action} in {self.name}")
+
+    def action_output(self, action: str = "Act") -> dict[str, Any]:
+        details = self.codepipeline.list_action_executions(
+            pipelineName=self.name, filter={"pipelineExecutionId": self.execution_id}
+        )["actionExecutionDetails"]
+        return dict(next(d for d in details if d["actionName"] == action).get("output", {}))
+
+
+@pytest.fixture(scope="session")
+def registered(local: LocalCodePipeline) -> None:
+    """The test app's action types exist in the local CodePipeline."""
+    import boto3
+
+    client = boto3.client(
+        "codepipeline",
+        endpoint_url=local.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    app.register(client)
+
+
+@pytest.fixture
+def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., Run]:
+    """Factory: a new pipeline (S3 source → one action named Act) and its first execution."""
+
+    def start(
+        provider: str,
+        configuration: dict[str, str] | None = None,
+        *,
+        source: bytes | None = None,
+        outputs: tuple[str, ...] = (),
+        encryption_key_id: str | None = None,
+        category: str = "Test",
+    ) -> Run:
+        name = f"t-{provider.lower()}-{uuid.uuid4().hex[:8]}"
+        s3, codepipeline = aws("s3"), aws("codepipeline")
+        upload_source(s3, f"{name}-src", "source.zip", source or zip_bytes(DEFAULT_SOURCE))
+        s3.create_bucket(Bucket=f"{name}-store")
+        action = custom_action(
+            "Act",
+            provider=provider,
+            category=category,
+            configuration=configuration or {},
+            outputs=outputs,
+        )
+        codepipeline.create_pipeline(
+            pipeline=pipeline_declaration(
+                name,
+                artifact_bucket=f"{name}-store",
+                source_bucket=f"{name}-src",
+                source_key="source.zip",
+                actions=[action],
+                encryption_key_id=encryption_key_id,
+            )
+        )
+        executions = codepipeline.list_pipeline_executions(pipelineName=name)
+        execution_id = executions["pipelineExecutionSummaries"][0]["pipelineExecutionId"]
+        return Run(name, execution_id, codepipeline)
+
+    return start
+
+
+def fast_settings(root: Path, **overrides: Any) -> WorkerSettings:
+    base: dict[str, Any] = {
+        "concurrency": 4,
+        "poll_interval_min_s": 0.05,
+        "poll_interval_max_s": 0.2,
+        "drain_timeout_s": 5.0,
+        "workspace_root": root,
+    }
+    return WorkerSettings(**{**base, **overrides})
+
+
+@pytest.fixture
+def workspace_root(tmp_path: Path) -> Path:
+    return tmp_path / "workspaces"
+
+
+@pytest.fixture
+def spy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "spy"
+    folder.mkdir()
+    monkeypatch.setenv("CPW_TEST_SPY_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def worker(
+    aws: Callable[..., Any], local: LocalCodePipeline, workspace_root: Path
+) -> Iterator[Callable[..., Worker]]:
+    """Factory: an in-process worker serving the test app, stopped after the test."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(*actions: str, serve: ActionApp = app, **overrides: Any) -> Worker:
+        settings = fast_settings(workspace_root, endpoint_url=local.endpoint_url, **overrides)
+        api = CodePipelineAPI(aws("codepipeline"), RetryPolicy(attempts=3, backoff_max_s=0.5))
+        instance = Worker(api, serve.select(actions), settings)
+        thread = threading.Thread(target=instance.run, daemon=True)
+        thread.start()
+        started.append((instance, thread))
+        return instance
+
+    yield start
+    for instance, thread in started:
+        instance.shutdown()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "a worker did not stop"

@@ -1,0 +1,90 @@
+"""Actions used by the worker tests; importable as ``cpw_test_apps:app`` from this folder.
+
+``CPW_TEST_SPY_DIR`` (if set) is where handlers leave what the tests must know
+and cannot see otherwise: the job's secrets (to prove they never leak) and a
+line per run (to prove each job runs exactly once).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
+
+from cpworker import ActionApp, Continue, Job, Success, prop
+
+app = ActionApp()
+
+
+def _spy(name: str, text: str) -> None:
+    folder = os.environ.get("CPW_TEST_SPY_DIR")
+    if folder:
+        with (Path(folder) / name).open("a") as file:
+            file.write(text + "\n")
+
+
+@app.action(category="Test", provider="CpwExtract", inputs=(1, 1), outputs=(0, 1))
+def extract(job: Job[None]) -> Success:
+    """Extract the input, list it, and upload it again as the output."""
+    source = job.inputs.one().extract()
+    files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
+    for output in job.outputs:
+        output.upload_dir(source)
+    return Success(summary=f"{len(files)} files", output_variables={"Files": ",".join(files)})
+
+
+class StepsConfig(BaseModel):
+    Steps: int = prop(3, description="How many jobs the action takes.")
+
+
+@app.action(category="Test", provider="CpwSteps", config=StepsConfig, inputs=(0, 1))
+def steps(job: Job[StepsConfig]) -> Success | Continue:
+    """Take ``Steps`` jobs, carrying the job ids seen so far in the continuation."""
+    seen = [*(job.continuation or []), job.id]
+    _spy("runs", job.id)
+    if len(seen) < job.config.Steps:
+        return Continue(
+            state=seen,
+            summary=f"step {len(seen)}",
+            percent_complete=100 * len(seen) // job.config.Steps,
+            external_execution_id="steps-run",
+        )
+    return Success(summary="all steps done", output_variables={"Jobs": ",".join(seen)})
+
+
+class LoginConfig(BaseModel):
+    Target: str
+    Password: SecretStr = prop(description="Never shown.")
+
+
+@app.action(category="Test", provider="CpwLeaky", config=LoginConfig, inputs=(0, 1))
+def leaky(job: Job[LoginConfig]) -> None:
+    """A careless handler: logs its secrets and raises with them in the message."""
+    password = job.config.Password.get_secret_value()
+    credentials = job.envelope.data.artifact_credentials
+    secrets = credentials.secrets() if credentials else []
+    for value in [password, *secrets]:
+        _spy("secrets", value)
+    job.log.info("logging in to %s with %s, credentials %s", job.config.Target, password, secrets)
+    job.log.info("configuration", extra={"configuration": dict(job.configuration)})
+    raise RuntimeError(f"login to {job.config.Target} with {password} using {secrets} failed")
+
+
+class SleepConfig(BaseModel):
+    Seconds: float = 1.0
+
+
+@app.action(category="Test", provider="CpwSleep", config=SleepConfig, inputs=(0, 1))
+def sleep(job: Job[SleepConfig]) -> Success:
+    """Sleep, then succeed: for drain and race tests."""
+    _spy("runs", job.id)
+    time.sleep(job.config.Seconds)
+    return Success(summary=f"slept {job.config.Seconds:g} s")
+
+
+@app.action(category="Test", provider="CpwBoom", inputs=(0, 1))
+def boom(job: Job[None]) -> None:
+    """Fail with a very long, unexpected exception."""
+    raise ValueError("disk on fire " + "!" * 6000)

@@ -1,0 +1,145 @@
+"""A worker in this process against a real local CodePipeline over HTTP: whole job lifecycles."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Run
+
+from cpworker.artifacts import ArtifactSettings
+from cpworker.testing import zip_bytes
+from cpworker.worker import Worker
+
+StartPipeline = Callable[..., Run]
+StartWorker = Callable[..., Worker]
+
+
+def test_job_lifecycle_with_artifacts_variables_and_job_key(
+    start_pipeline: StartPipeline, worker: StartWorker, aws: Callable[..., Any]
+) -> None:
+    # Given a pipeline whose artifact store uses its own KMS key
+    key_arn = aws("kms").create_key(Description="pipeline key")["KeyMetadata"]["Arn"]
+    run = start_pipeline("CpwExtract", outputs=("Out",), encryption_key_id=key_arn)
+    # When a worker serves the action
+    worker("extract")
+    execution = run.wait()
+    # Then the action saw the source, published variables and wrote an encrypted output
+    assert execution["status"] == "Succeeded"
+    output = run.action_output()
+    assert output["outputVariables"] == {"Files": "README.md,src/main.py"}
+    assert output["executionResult"]["externalExecutionSummary"] == "2 files"
+    location = output["outputArtifacts"][0]["s3location"]
+    s3 = aws("s3")
+    head = s3.head_object(Bucket=location["bucket"], Key=location["key"])
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == key_arn
+    body = s3.get_object(Bucket=location["bucket"], Key=location["key"])["Body"].read()
+    names = zipfile.ZipFile(io.BytesIO(body)).namelist()
+    assert sorted(n for n in names if not n.endswith("/")) == ["README.md", "src/main.py"]
+
+
+def test_output_without_pipeline_key_uses_kms_default(
+    start_pipeline: StartPipeline, worker: StartWorker, aws: Callable[..., Any]
+) -> None:
+    run = start_pipeline("CpwExtract", outputs=("Out",))
+    worker("extract")
+    assert run.wait()["status"] == "Succeeded"
+    location = run.action_output()["outputArtifacts"][0]["s3location"]
+    head = aws("s3").head_object(Bucket=location["bucket"], Key=location["key"])
+    assert head["ServerSideEncryption"] == "aws:kms"
+
+
+def test_continuation_runs_several_jobs_for_one_action(
+    start_pipeline: StartPipeline, worker: StartWorker, spy_dir: Path
+) -> None:
+    run = start_pipeline("CpwSteps", {"Steps": "3"})
+    worker("steps")
+    assert run.wait()["status"] == "Succeeded"
+    jobs = run.action_output()["outputVariables"]["Jobs"].split(",")
+    assert len(set(jobs)) == 3, "each step is a new job with a new id"
+    assert (spy_dir / "runs").read_text().split() == jobs
+    state = run.action_state()
+    assert state["status"] == "Succeeded"
+    assert state["externalExecutionId"] == "steps-run"
+
+
+def test_handler_exception_is_a_bounded_job_failure(
+    start_pipeline: StartPipeline, worker: StartWorker
+) -> None:
+    run = start_pipeline("CpwBoom")
+    worker("boom")
+    assert run.wait()["status"] == "Failed"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert error["message"].startswith("ValueError: disk on fire !!!")
+    assert len(error["message"]) == 5000
+
+
+def test_wrong_configuration_is_a_configuration_error(
+    start_pipeline: StartPipeline, worker: StartWorker
+) -> None:
+    run = start_pipeline("CpwSteps", {"Steps": "many"})
+    worker("steps")
+    assert run.wait()["status"] == "Failed"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "ConfigurationError"
+    assert error["message"].startswith("configuration property 'Steps': input should be")
+
+
+def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for info, data in entries:
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = 0o120777 << 16
+    return info, target.encode()
+
+
+MARK = uuid.uuid4().hex
+
+
+@pytest.mark.parametrize(
+    ("archive", "message"),
+    [
+        (_zip_with([("ok.txt", b"x"), (f"../../../zip-slip-{MARK}.txt", b"x")]), "outside"),
+        (_zip_with([(f"/tmp/absolute-{MARK}.txt", b"x")]), "absolute"),
+        (_zip_with([_symlink("link", "../../.."), (f"link/escape-{MARK}.txt", b"x")]), "link"),
+        (zip_bytes({"big.bin": b"0" * 50_000}), "limit"),
+        (zip_bytes({"a.txt": "x" * 5000})[:-40], "not a valid zip"),
+    ],
+    ids=["zip-slip", "absolute-path", "symlink-escape", "oversize", "corrupt"],
+)
+def test_unsafe_or_corrupt_archives_fail_cleanly_and_write_nothing_outside(
+    archive: bytes,
+    message: str,
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    workspace_root: Path,
+    tmp_path: Path,
+) -> None:
+    before = {p for p in tmp_path.rglob("*")}
+    run = start_pipeline("CpwExtract", source=archive)
+    worker("extract", artifacts=ArtifactSettings(max_total_bytes=10_000))
+    assert run.wait()["status"] == "Failed"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert "SourceOutput" in error["message"]
+    assert message in error["message"].lower()
+    # Nothing escaped: no marked file anywhere, and the job's workspace is gone.
+    assert not list(tmp_path.rglob(f"*{MARK}*"))
+    for root in (Path("/tmp"), Path("/")):
+        assert not list(root.glob(f"*{MARK}*"))
+    assert not list(workspace_root.iterdir()), "the job workspace is removed after the job"
+    assert {p for p in tmp_path.rglob("*")} - before <= {workspace_root}
