@@ -1,0 +1,1 @@
+"""Real example actions written only with cpworker's public API."""
