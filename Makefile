@@ -17,12 +17,12 @@ demo: $(STAMP)
 	$(BIN)/cpworker demo
 
 test: $(STAMP)
-	$(BIN)/ruff check cpworker handlers tests bench
+	$(BIN)/ruff check cpworker handlers tests
 	$(BIN)/mypy cpworker handlers
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check cpworker handlers tests bench
+	$(BIN)/ruff check cpworker handlers tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cpworker handlers

@@ -21,7 +21,13 @@ from botocore.config import Config
 
 from cpworker.local.engine import EngineSettings
 from cpworker.local.server import LocalCodePipeline
-from cpworker.testing import custom_action, pipeline_declaration, upload_source, zip_bytes
+from cpworker.testing import (
+    action_execution,
+    custom_action,
+    pipeline_declaration,
+    upload_source,
+    zip_bytes,
+)
 
 REGION = "us-east-1"
 PIPELINE = "cpworker-demo"
@@ -75,7 +81,8 @@ def _show_progress(codepipeline: Any, execution_id: str) -> str:
                 where = f"{stage['stageName']}/{action['actionName']}"
                 if latest and seen.get(where) != view:
                     seen[where] = view
-                    percent = f" {view[2]}%" if view[2] is not None else ""
+                    in_progress = view[0] == "InProgress" and view[2] is not None
+                    percent = f" {view[2]}%" if in_progress else ""
                     print(f"  {where:<22} {view[0]}{percent}  {view[1] or ''}", flush=True)
         execution = codepipeline.get_pipeline_execution(
             pipelineName=PIPELINE, pipelineExecutionId=execution_id
@@ -87,22 +94,16 @@ def _show_progress(codepipeline: Any, execution_id: str) -> str:
 
 
 def _show_outputs(codepipeline: Any, s3: Any, execution_id: str) -> None:
-    executions = codepipeline.list_action_executions(
-        pipelineName=PIPELINE, filter={"pipelineExecutionId": execution_id}
-    )["actionExecutionDetails"]
-    for detail in executions:
-        if detail["actionName"] != "Build":
-            continue
-        output = detail.get("output", {})
-        print("output variables:")
-        for name, value in sorted(output.get("outputVariables", {}).items()):
-            print(f"  {name} = {value}")
-        for artifact in output.get("outputArtifacts", []):
-            location = artifact["s3location"]
-            head = s3.head_object(Bucket=location["bucket"], Key=location["key"])
-            print(f"output artifact {artifact['name']}: s3://{location['bucket']}/{location['key']}")
-            print(f"  ServerSideEncryption: {head.get('ServerSideEncryption')}")
-            print(f"  SSEKMSKeyId: {head.get('SSEKMSKeyId')}")
+    output = action_execution(codepipeline, PIPELINE, execution_id, "Build").get("output", {})
+    print("output variables:")
+    for name, value in sorted(output.get("outputVariables", {}).items()):
+        print(f"  {name} = {value}")
+    for artifact in output.get("outputArtifacts", []):
+        location = artifact["s3location"]
+        head = s3.head_object(Bucket=location["bucket"], Key=location["key"])
+        print(f"output artifact {artifact['name']}: s3://{location['bucket']}/{location['key']}")
+        print(f"  ServerSideEncryption: {head.get('ServerSideEncryption')}")
+        print(f"  SSEKMSKeyId: {head.get('SSEKMSKeyId')}")
 
 
 def _prepare(endpoint_url: str) -> str:

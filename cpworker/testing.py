@@ -28,6 +28,8 @@ from botocore.exceptions import ClientError
 
 __all__ = [
     "SOURCE_ARTIFACT",
+    "action_execution",
+    "action_state",
     "custom_action",
     "pipeline_declaration",
     "upload_source",
@@ -153,3 +155,28 @@ def wait_for_execution(
                 f"after {timeout_s:g} s: {execution}"
             )
         time.sleep(poll_s)
+
+
+def action_state(codepipeline: Any, pipeline_name: str, action: str) -> dict[str, Any]:
+    """GetPipelineState's ``latestExecution`` of the action named ``action`` ({} if none yet)."""
+    for stage in codepipeline.get_pipeline_state(name=pipeline_name)["stageStates"]:
+        for state in stage.get("actionStates", []):
+            if state["actionName"] == action:
+                return dict(state.get("latestExecution", {}))
+    raise KeyError(f"pipeline {pipeline_name} has no action {action!r}")
+
+
+def action_execution(
+    codepipeline: Any, pipeline_name: str, execution_id: str, action: str
+) -> dict[str, Any]:
+    """ListActionExecutions' latest detail of ``action`` in one pipeline execution.
+
+    ``["output"]`` holds ``outputVariables``, ``executionResult`` and ``outputArtifacts``.
+    """
+    details = codepipeline.list_action_executions(
+        pipelineName=pipeline_name, filter={"pipelineExecutionId": execution_id}
+    )["actionExecutionDetails"]
+    for detail in details:
+        if detail["actionName"] == action:
+            return dict(detail)
+    raise KeyError(f"execution {execution_id} of {pipeline_name} has no action {action!r}")

@@ -3,6 +3,10 @@ named action types and pipelines, acts as a job worker by hand, and cleans up.""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -10,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpworker.testing import (
+    action_state,
     custom_action,
     pipeline_declaration,
     upload_source,
@@ -18,6 +23,23 @@ from cpworker.testing import (
 )
 
 SOURCE_FILES = {"README.md": "hello\n", "src/app.py": "print('hi')\n"}
+AWS_CLI = os.path.join(os.path.dirname(sys.executable), "aws")
+
+
+def aws_cli(endpoint_url: str, *args: str) -> tuple[int, Any, str]:
+    """Run the real AWS CLI against the local endpoint: (exit code, JSON answer, stderr)."""
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    command = [AWS_CLI, *args, "--endpoint-url", endpoint_url, "--region", "us-east-1"]
+    done = subprocess.run(
+        [*command, "--output", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    answer = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
+    return done.returncode, answer, done.stderr
 
 
 @dataclass
@@ -130,11 +152,7 @@ class Lab:
 
     def action_state(self, name: str, action: str) -> dict[str, Any]:
         """GetPipelineState's latestExecution of one action."""
-        for stage in self.codepipeline.get_pipeline_state(name=name)["stageStates"]:
-            for state in stage["actionStates"]:
-                if state["actionName"] == action:
-                    return dict(state.get("latestExecution", {}))
-        raise AssertionError(f"no action {action!r} in {name}")
+        return action_state(self.codepipeline, name, action)
 
     def action_executions(self, name: str, execution_id: str) -> dict[str, dict[str, Any]]:
         """ListActionExecutions of one execution, by action name."""

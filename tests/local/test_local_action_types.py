@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cpw_local_lab import Lab
+from cpw_local_lab import Lab, aws_cli
 
 from cpworker.local.server import LocalCodePipeline
 
 EVENTS = Path(__file__).parent.parent / "events"
-AWS_CLI = Path(sys.executable).with_name("aws")
 
 
 def guide_example(provider_suffix: str) -> dict[str, Any]:
@@ -64,32 +60,17 @@ def test_guide_example_via_aws_cli(
     example = guide_example(uuid.uuid4().hex[:8])
     request = tmp_path / "MyCustomAction.json"
     request.write_text(json.dumps(example))
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-    done = subprocess.run(
-        [
-            str(AWS_CLI),
-            "codepipeline",
-            "create-custom-action-type",
-            "--cli-input-json",
-            f"file://{request}",
-            "--endpoint-url",
-            local.endpoint_url,
-            "--region",
-            "us-east-1",
-            "--output",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+    code, answer, stderr = aws_cli(
+        local.endpoint_url,
+        "codepipeline",
+        "create-custom-action-type",
+        "--cli-input-json",
+        f"file://{request}",
     )
 
     try:
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["actionType"]["id"]["owner"] == "Custom"
+        assert code == 0, stderr
+        assert answer["actionType"]["id"]["owner"] == "Custom"
     finally:
         delete(aws("codepipeline"), example)
 

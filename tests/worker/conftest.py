@@ -17,6 +17,8 @@ from cpworker import ActionApp
 from cpworker.api import CodePipelineAPI, RetryPolicy
 from cpworker.local.server import LocalCodePipeline
 from cpworker.testing import (
+    action_execution,
+    action_state,
     custom_action,
     pipeline_declaration,
     upload_source,
@@ -43,18 +45,11 @@ class Run:
         )
 
     def action_state(self, action: str = "Act") -> dict[str, Any]:
-        state = self.codepipeline.get_pipeline_state(name=self.name)
-        for stage in state["stageStates"]:
-            for found in stage.get("actionStates", []):
-                if found["actionName"] == action:
-                    return dict(found.get("latestExecution", {}))
-        raise AssertionError(f"no action {action} in {self.name}")
+        return action_state(self.codepipeline, self.name, action)
 
     def action_output(self, action: str = "Act") -> dict[str, Any]:
-        details = self.codepipeline.list_action_executions(
-            pipelineName=self.name, filter={"pipelineExecutionId": self.execution_id}
-        )["actionExecutionDetails"]
-        return dict(next(d for d in details if d["actionName"] == action).get("output", {}))
+        detail = action_execution(self.codepipeline, self.name, self.execution_id, action)
+        return dict(detail.get("output", {}))
 
 
 @pytest.fixture(scope="session")
