@@ -172,7 +172,42 @@ class ArtifactKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class InputArtifact:
+class _StoredArtifact:
+    """What inputs and outputs share: an S3 object of the artifact store, and the workspace."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bucket: str,
+        key: str,
+        client: S3Client,
+        workspace: Path,
+        settings: ArtifactSettings | None = None,
+    ) -> None:
+        self._name, self._bucket, self._key = name, bucket, key
+        self._client = client
+        self._workspace = workspace
+        self._settings = settings or ArtifactSettings()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        return f"{kind}(name={self._name!r}, bucket={self._bucket!r}, key={self._key!r})"
+
+
+class InputArtifact(_StoredArtifact):
     """One input artifact: downloaded on first use (once), then listed, read or extracted.
 
     The raw object is cached in ``<workspace>/.cpworker/inputs/``; ``kind`` is sniffed
@@ -191,33 +226,18 @@ class InputArtifact:
         workspace: Path,
         settings: ArtifactSettings | None = None,
     ) -> None:
-        self._name, self._bucket, self._key, self._revision = name, bucket, key, revision
-        self._client = client
-        self._workspace = workspace
-        self._settings = settings or ArtifactSettings()
+        super().__init__(
+            name=name, bucket=bucket, key=key, client=client, workspace=workspace, settings=settings
+        )
+        self._revision = revision
         self._path: Path | None = None
         self._kind: Kind | None = None
         self._extracted: set[Path] = set()
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def revision(self) -> str | None:
         """The source revision CodePipeline reports (a commit id, a version id...)."""
         return self._revision
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    @property
-    def key(self) -> str:
-        return self._key
-
-    def __repr__(self) -> str:
-        return f"InputArtifact(name={self._name!r}, bucket={self._bucket!r}, key={self._key!r})"
 
     @property
     def _file_name(self) -> str:
@@ -332,7 +352,7 @@ class InputArtifact:
         return target
 
 
-class OutputArtifact:
+class OutputArtifact(_StoredArtifact):
     """One output artifact: a zip (or a given file) uploaded with SSE-KMS.
 
     The object is encrypted with ``aws:kms`` under the job's key when the job names one,
@@ -351,31 +371,16 @@ class OutputArtifact:
         encryption_key_id: str | None = None,
         settings: ArtifactSettings | None = None,
     ) -> None:
-        self._name, self._bucket, self._key = name, bucket, key
-        self._client = client
-        self._workspace = workspace
+        super().__init__(
+            name=name, bucket=bucket, key=key, client=client, workspace=workspace, settings=settings
+        )
         self._key_id = encryption_key_id
-        self._settings = settings or ArtifactSettings()
         self._uploaded = False
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    @property
-    def key(self) -> str:
-        return self._key
-
-    @property
     def uploaded(self) -> bool:
+        """True once S3 accepted the latest upload."""
         return self._uploaded
-
-    def __repr__(self) -> str:
-        return f"OutputArtifact(name={self._name!r}, bucket={self._bucket!r}, key={self._key!r})"
 
     def upload_dir(self, path: Path | str) -> None:
         """Zip a directory (relative paths: from the workspace) and upload the zip.

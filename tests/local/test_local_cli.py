@@ -1,0 +1,67 @@
+"""``cpworker local`` as a real process: it says where it listens, serves, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_local_prints_its_endpoint_serves_and_stops_on_signal(stop_signal: int) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cpworker.cli", "local", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert ready.strip() == f"cpworker local ready at http://127.0.0.1:{port}"
+        options = {
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "region_name": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        codepipeline = boto3.client("codepipeline", **options)
+        listed = codepipeline.list_action_types(actionOwnerFilter="AWS")["actionTypes"]
+        assert {"category": "Source", "owner": "AWS", "provider": "S3", "version": "1"} in [
+            t["id"] for t in listed
+        ]
+        boto3.client("s3", **options).create_bucket(Bucket="cli-smoke")
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=15) == 0
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is released"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def test_local_refuses_a_non_loopback_host() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cpworker.cli", "local", "--host", "0.0.0.0"],  # noqa: S104
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "cpworker local listens on loopback only" in done.stderr
