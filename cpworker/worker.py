@@ -9,12 +9,15 @@ The worker knows nothing about signals: the CLI turns them into ``shutdown()``.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import shutil
+import stat
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,7 @@ from cpworker.artifacts import ArtifactSettings
 from cpworker.errors import FailureType
 from cpworker.logs import JobLogger, logger
 from cpworker.model import JobEnvelope
-from cpworker.redact import SECRETS
+from cpworker.redact import SECRETS, scrub
 from cpworker.result import Continue, Failure, Result, Success
 from cpworker.sources.custom import JobContext, build_job, log_fields, secrets_of
 
@@ -44,7 +47,7 @@ class WorkerSettings:
     poll_interval_max_s         10.0     longest wait between polls when idle
     drain_timeout_s             60.0     on shutdown, how long running jobs may finish
     job_deadline_s              3600.0   ``job.deadline`` from acknowledgement
-    workspace_root              tmp      each job works in ``<root>/<job id>``
+    workspace_root              tmp      each job works in ``<root>/<job id>-<random>``
     keep_workspace              False    keep job workspaces (debugging)
     queries                     {}       action name → queryParam for PollForJobs
     region / endpoint_url       None     where the artifact store's S3 is (boto3 chain)
@@ -189,8 +192,17 @@ class Worker:
 
     def _process(self, spec: ActionSpec, flight: _InFlight) -> None:
         try:
-            if self._acknowledge(flight):
-                self._report(flight, self._execute(spec, flight))
+            if not self._acknowledge(flight):
+                return
+            try:
+                result = self._execute(spec, flight)
+            except Exception as exc:
+                flight.log.exception("the job could not be run")
+                result = Failure(
+                    scrub(f"cpworker could not run the job: {type(exc).__name__}: {exc}"),
+                    type=FailureType.SYSTEM_UNAVAILABLE,
+                )
+            self._report(flight, result)
         finally:
             with self._slots:
                 self._running.pop(flight.envelope.id, None)
@@ -228,13 +240,12 @@ class Worker:
 
     @contextmanager
     def _workspace(self, job_id: str) -> Iterator[Path]:
-        path = self.settings.workspace_root / job_id
-        path.mkdir(mode=0o700, parents=True, exist_ok=False)
+        path = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=self.settings.workspace_root))
         try:
             yield path
         finally:
             if not self.settings.keep_workspace:
-                shutil.rmtree(path, ignore_errors=True)
+                _remove_tree(path)
 
     def _report(self, flight: _InFlight, result: Result) -> None:
         if not flight.claim_report():
@@ -273,6 +284,28 @@ class Worker:
                 ),
             )
         log.info("worker stopped", extra={"abandoned": len(left)})
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a job's workspace, even where the handler left read-only directories
+    (Go's module cache is one); a root worker never needs this, a service user does."""
+
+    def make_writable(function: Callable[..., object], failed: str, _exc: object) -> None:
+        parent = os.path.dirname(failed)
+        os.chmod(parent, stat.S_IRWXU)
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, stat.S_IRWXU)
+        function(failed)
+
+    try:
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=make_writable)
+        else:
+            shutil.rmtree(path, onerror=make_writable)
+    except OSError as exc:
+        log.warning(
+            "could not remove a job workspace", extra={"path": str(path), "error": repr(exc)}
+        )
 
 
 def _outcome(result: Result) -> str:

@@ -57,7 +57,7 @@ def test_local_prints_its_endpoint_serves_and_stops_on_signal(stop_signal: int) 
 
 def test_local_refuses_a_non_loopback_host() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "cpworker.cli", "local", "--host", "0.0.0.0"],  # noqa: S104
+        [sys.executable, "-m", "cpworker.cli", "local", "--host", "0.0.0.0"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -88,3 +88,4 @@ def sleep(job: Job[SleepConfig]) -> Success:
 def boom(job: Job[None]) -> None:
     """Fail with a very long, unexpected exception."""
     raise ValueError("disk on fire " + "!" * 6000)
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -90,6 +91,25 @@ def test_wrong_configuration_is_a_configuration_error(
     error = run.action_state()["errorDetails"]
     assert error["code"] == "ConfigurationError"
     assert error["message"].startswith("configuration property 'Steps': input should be")
+
+
+def test_a_job_that_cannot_even_start_still_gets_a_failure(
+    start_pipeline: StartPipeline, worker: StartWorker, workspace_root: Path
+) -> None:
+    # Given a worker whose workspace root was replaced by a file after it started
+    worker("steps")
+    deadline = time.monotonic() + 5
+    while not workspace_root.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workspace_root.rmdir()
+    workspace_root.write_text("not a directory")
+    # When a job arrives, it cannot get a workspace
+    run = start_pipeline("CpwSteps", {"Steps": "1"})
+    # Then the pipeline is told at once instead of waiting for the job timeout
+    assert run.wait()["status"] == "Failed"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "SystemUnavailable"
+    assert error["message"].startswith("cpworker could not run the job: NotADirectoryError")
 
 
 def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
