@@ -18,11 +18,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check cpworker handlers tests
+	$(BIN)/ruff format --check cpworker handlers tests
 	$(BIN)/mypy cpworker handlers
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check cpworker handlers tests
+	$(BIN)/ruff format --check cpworker handlers tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cpworker handlers

@@ -67,8 +67,17 @@ def test_models_that_cannot_be_properties_are_refused() -> None:
         Items: list[str]
 
     class TooMany(BaseModel):
-        P1: str; P2: str; P3: str; P4: str; P5: str; P6: str  # noqa: E702
-        P7: str; P8: str; P9: str; P10: str; P11: str  # noqa: E702
+        P1: str
+        P2: str
+        P3: str
+        P4: str
+        P5: str
+        P6: str
+        P7: str
+        P8: str
+        P9: str
+        P10: str
+        P11: str
 
     with pytest.raises(TypeError, match="only one property may be queryable"):
         properties_of(TwoQueryable)

@@ -89,3 +89,12 @@ def boom(job: Job[None]) -> None:
     """Fail with a very long, unexpected exception."""
     raise ValueError("disk on fire " + "!" * 6000)
 
+
+class StagedConfig(BaseModel):
+    Stage: str = prop(description="Which fleet runs the job.", queryable=True)
+
+
+@app.action(category="Test", provider="CpwStaged", config=StagedConfig, inputs=(0, 1))
+def staged(job: Job[StagedConfig]) -> Success:
+    """Succeed, naming the stage: for queryParam tests."""
+    return Success(summary=f"ran for {job.config.Stage}")

@@ -93,6 +93,18 @@ def test_wrong_configuration_is_a_configuration_error(
     assert error["message"].startswith("configuration property 'Steps': input should be")
 
 
+def test_query_serves_only_jobs_with_the_queryable_value(
+    start_pipeline: StartPipeline, worker: StartWorker
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ours = start_pipeline("CpwStaged", {"Stage": f"prod-{tag}"})
+    theirs = start_pipeline("CpwStaged", {"Stage": f"dev-{tag}"})
+    worker("staged", queries={"staged": {"Stage": f"prod-{tag}"}})
+    assert ours.wait()["status"] == "Succeeded"
+    time.sleep(0.5)  # several polls of the worker
+    assert theirs.action_state().get("status") == "InProgress"
+
+
 def test_a_job_that_cannot_even_start_still_gets_a_failure(
     start_pipeline: StartPipeline, worker: StartWorker, workspace_root: Path
 ) -> None:
