@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -17,7 +17,12 @@ from cpworker.model import ActionTypeId
 from cpworker.redact import scrub
 from cpworker.result import Continue, Failure, InvalidResult, Result, Success, bounded
 
+if TYPE_CHECKING:
+    from cpworker.sources.lambda_invoke import LambdaSettings
+
 Handler = Callable[[Job[Any]], Result | None]
+LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, str]]
+OnTimeout = Literal["fail", "continue"]
 HandlerT = TypeVar("HandlerT", bound=Handler)
 Counts = tuple[int, int]
 MAX_ARTIFACTS = 5  # ArtifactDetails.maximumCount is 0-5
@@ -54,6 +59,7 @@ class ActionSpec:
     inputs: Counts
     outputs: Counts
     settings: ActionSettings
+    on_timeout: OnTimeout = "fail"
 
     @property
     def queryable(self) -> ConfigProperty | None:
@@ -121,8 +127,17 @@ class ActionApp:
         outputs: Counts = (0, 5),
         name: str | None = None,
         settings: ActionSettings | None = None,
+        on_timeout: OnTimeout = "fail",
     ) -> Callable[[HandlerT], HandlerT]:
-        """Register the decorated function as the handler of a custom action type."""
+        """Register the decorated function as the handler of a custom action type.
+
+        ``on_timeout`` says what a Lambda invocation reports when the handler has not
+        returned shortly before the Lambda timeout: ``"fail"`` (a JobFailed failure)
+        or ``"continue"`` (a continuation, so the next invocation runs the step again
+        from the state the previous step returned — the handler must be idempotent).
+        """
+        if on_timeout not in ("fail", "continue"):
+            raise ValueError(f"on_timeout={on_timeout!r} is invalid: use 'fail' or 'continue'")
         categories = shape("ActionCategory")["enum"]
         if category not in categories:
             raise ValueError(
@@ -153,6 +168,7 @@ class ActionApp:
                 counts_in,
                 counts_out,
                 settings or ActionSettings(),
+                on_timeout,
             )
             return handler
 
@@ -170,6 +186,33 @@ class ActionApp:
         except KeyError:
             known = ", ".join(self._actions) or "none"
             raise KeyError(f"no action named {name!r} (known: {known})") from None
+
+    @property
+    def lambda_handler(self) -> LambdaHandler:
+        """The Lambda entry point of the app's only action (``handler = app.lambda_handler``)."""
+        if len(self) != 1:
+            names = ", ".join(self._actions) or "none"
+            raise ValueError(
+                f"the app has {len(self)} actions ({names}): use app.lambda_handler_for(name)"
+            )
+        return self.lambda_handler_for(next(iter(self._actions)))
+
+    def lambda_handler_for(
+        self, name: str, settings: LambdaSettings | None = None
+    ) -> LambdaHandler:
+        """The Lambda entry point of the action ``name`` for a Lambda invoke action.
+
+        Importing it stays cheap: the Lambda runtime (and boto3) load on the first call.
+        """
+        spec = self[name]
+
+        def handler(event: Mapping[str, Any], context: Any) -> dict[str, str]:
+            from cpworker.sources.lambda_invoke import LambdaRuntime
+
+            return LambdaRuntime(spec, settings)(event, context)
+
+        handler.__qualname__ = handler.__name__ = f"{name}_lambda_handler"
+        return handler
 
     def select(self, names: Sequence[str] = ()) -> list[ActionSpec]:
         """The named actions (all when ``names`` is empty)."""

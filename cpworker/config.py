@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -143,7 +144,7 @@ def _check_properties(model: type[BaseModel], found: list[ConfigProperty]) -> No
             )
 
 
-def parse_config(model: type[BaseModel], configuration: dict[str, str]) -> BaseModel:
+def parse_config(model: type[BaseModel], configuration: Mapping[str, Any]) -> BaseModel:
     """Validate the job's raw configuration into ``model``.
 
     A bad value becomes a ``ConfigurationError`` that names the property but never
@@ -162,7 +163,7 @@ def parse_config(model: type[BaseModel], configuration: dict[str, str]) -> BaseM
         raise ConfigurationError("; ".join(problems)) from None
 
 
-def secret_values(model: type[BaseModel], configuration: dict[str, str]) -> list[str]:
+def secret_values(model: type[BaseModel], configuration: Mapping[str, Any]) -> list[str]:
     """The values of the secret properties in ``configuration``, for redaction."""
     names = {p.name for p in properties_of(model) if p.secret}
-    return [value for name, value in configuration.items() if name in names]
+    return [str(value) for name, value in configuration.items() if name in names and value]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from cpworker.errors import ConfigurationError
 from cpworker.logs import JobLogger
 from cpworker.model import ActionTypeId, JobEnvelope, PipelineContext
+from cpworker.result import decode_token
 
 if TYPE_CHECKING:
     from cpworker.artifacts import ArtifactCollection, InputArtifact, OutputArtifact
@@ -58,14 +59,11 @@ class Job(Generic[ConfigT]):
 
     @property
     def continuation(self) -> Any:
-        """The decoded continuation state, or ``None`` on a job's first step."""
-        if self.continuation_token is None:
-            return None
-        try:
-            return json.loads(self.continuation_token)
-        except ValueError:
-            # A token written by something other than cpworker: hand it over as is.
-            return self.continuation_token
+        """The decoded continuation state, or ``None`` on a job's first step.
+
+        A token written by something other than cpworker is handed over as a string.
+        """
+        return decode_token(self.continuation_token)
 
     @property
     def user_parameters(self) -> str | None:

@@ -18,6 +18,9 @@ from cpworker.errors import FailureType
 from cpworker.limits import Bounds, result_limits
 
 ELLIPSIS = "…"
+# A continuation cpworker made itself (a handler cut off by the Lambda timeout): the
+# next job sees the state the handler last returned, not this wrapper.
+RESUME_KEY = "cpworker:resume"
 
 
 class InvalidResult(ValueError):  # noqa: N818 - reads as what it is
@@ -165,6 +168,28 @@ class Failure:
         _check_length(
             "external_execution_id", self.external_execution_id, limits.external_execution_id
         )
+
+
+def resume(previous_token: str | None, summary: str) -> Continue:
+    """A continuation that runs the step again, carrying the previous step's state."""
+    return Continue(state={RESUME_KEY: decode_token(previous_token)}, summary=summary)
+
+
+def decode_token(token: str | None) -> Any:
+    """The state a continuation token carries (``None`` for no token).
+
+    A token cpworker did not write is handed over as the raw string; a resume
+    wrapper is unwrapped.
+    """
+    if token is None:
+        return None
+    try:
+        state = json.loads(token)
+    except ValueError:
+        return token
+    if isinstance(state, dict) and set(state) == {RESUME_KEY}:
+        return state[RESUME_KEY]
+    return state
 
 
 def bounded(text: str, limit: int | None) -> str:

@@ -9,16 +9,11 @@ The worker knows nothing about signals: the CLI turns them into ``shutdown()``.
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import shutil
-import stat
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +25,8 @@ from cpworker.logs import JobLogger, logger
 from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS, scrub
 from cpworker.result import Continue, Failure, Result, Success
-from cpworker.sources.custom import JobContext, build_job, log_fields, secrets_of
+from cpworker.sources.jobdata import JobContext, build_job, log_fields, secrets_of
+from cpworker.workspace import job_workspace
 
 log = logger("cpworker.worker")
 
@@ -224,7 +220,10 @@ class Worker:
 
     def _execute(self, spec: ActionSpec, flight: _InFlight) -> Result:
         secrets = secrets_of(flight.envelope, spec)
-        with SECRETS.active(secrets), self._workspace(flight.envelope.id) as workspace:
+        workspace_of = job_workspace(
+            self.settings.workspace_root, flight.envelope.id, keep=self.settings.keep_workspace
+        )
+        with SECRETS.active(secrets), workspace_of as workspace:
             context = JobContext(
                 workspace=workspace,
                 deadline_s=self.settings.job_deadline_s,
@@ -237,15 +236,6 @@ class Worker:
             return run_handler(
                 spec, lambda: build_job(flight.envelope, spec, context), flight.log, secrets
             )
-
-    @contextmanager
-    def _workspace(self, job_id: str) -> Iterator[Path]:
-        path = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=self.settings.workspace_root))
-        try:
-            yield path
-        finally:
-            if not self.settings.keep_workspace:
-                _remove_tree(path)
 
     def _report(self, flight: _InFlight, result: Result) -> None:
         if not flight.claim_report():
@@ -284,28 +274,6 @@ class Worker:
                 ),
             )
         log.info("worker stopped", extra={"abandoned": len(left)})
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete a job's workspace, even where the handler left read-only directories
-    (Go's module cache is one); a root worker never needs this, a service user does."""
-
-    def make_writable(function: Callable[..., object], failed: str, _exc: object) -> None:
-        parent = os.path.dirname(failed)
-        os.chmod(parent, stat.S_IRWXU)
-        if os.path.isdir(failed) and not os.path.islink(failed):
-            os.chmod(failed, stat.S_IRWXU)
-        function(failed)
-
-    try:
-        if sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=make_writable)
-        else:
-            shutil.rmtree(path, onerror=make_writable)
-    except OSError as exc:
-        log.warning(
-            "could not remove a job workspace", extra={"path": str(path), "error": repr(exc)}
-        )
 
 
 def _outcome(result: Result) -> str:

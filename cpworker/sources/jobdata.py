@@ -1,12 +1,16 @@
-"""Custom-action jobs (owner ``Custom``): from a PollForJobs envelope to a ``Job``.
+"""From a job envelope (``JobData``) to the ``Job`` a handler sees.
 
-This is the only module that knows the custom job envelope's field names.
+Custom-action jobs (PollForJobs) and Lambda invoke events carry the same ``data``
+shape; this module turns it into a ``Job``. ``config_values`` is what the config
+model is validated against: the action configuration by default (a source may
+choose otherwise, see ``lambda_invoke``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,20 +59,29 @@ def log_fields(envelope: JobEnvelope) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def secrets_of(envelope: JobEnvelope, spec: ActionSpec) -> list[str]:
+def secrets_of(
+    envelope: JobEnvelope, spec: ActionSpec, config_values: Mapping[str, Any] | None = None
+) -> list[str]:
     """The job's artifact credentials and secret configuration values."""
     data = envelope.data
     found = data.artifact_credentials.secrets() if data.artifact_credentials else []
     if spec.config_model is not None:
-        found += secret_values(spec.config_model, data.action_configuration.configuration)
+        values = data.action_configuration.configuration if config_values is None else config_values
+        found += secret_values(spec.config_model, values)
     return found
 
 
-def build_job(envelope: JobEnvelope, spec: ActionSpec, context: JobContext) -> Job[Any]:
+def build_job(
+    envelope: JobEnvelope,
+    spec: ActionSpec,
+    context: JobContext,
+    config_values: Mapping[str, Any] | None = None,
+) -> Job[Any]:
     """The ``Job`` a handler sees; a bad configuration raises ``ConfigurationError``."""
     data = envelope.data
     configuration = data.action_configuration.configuration
-    config = parse_config(spec.config_model, configuration) if spec.config_model else None
+    values = configuration if config_values is None else config_values
+    config = parse_config(spec.config_model, values) if spec.config_model else None
     inputs: ArtifactCollection[InputArtifact] = ArtifactCollection([], kind="input")
     outputs: ArtifactCollection[OutputArtifact] = ArtifactCollection([], kind="output")
     if data.input_artifacts or data.output_artifacts:

@@ -1,0 +1,251 @@
+"""Lambda invoke actions: the ``CodePipeline.job`` event in, PutJob*Result out.
+
+The event's ``data`` has the custom job's shape (``jobdata``) but no actionTypeId
+and no pipelineContext. The typed config is validated against the JSON object in
+``UserParameters`` when there is one, else against the raw configuration
+(``FunctionName``, ``UserParameters``).
+
+The handler runs in a thread with a deadline: if it has not returned
+``timeout_margin_s`` before the Lambda timeout, cpworker reports a failure (or,
+with ``on_timeout="continue"``, a continuation that runs the step again), so the
+pipeline never waits for CodePipeline's 20-minute reply window. A result that
+cannot be reported is logged with the permission it needs, and the invocation
+raises so that it counts as an error in Lambda's own metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+
+from cpworker.api import CodePipelineAPI, RetryPolicy, codepipeline_client, error_code
+from cpworker.app import ActionSpec, run_handler
+from cpworker.logs import LOGGER_NAME, RedactingFormatter, logger
+from cpworker.model import JobEnvelope
+from cpworker.redact import SECRETS
+from cpworker.result import Continue, Failure, Result, Success, resume
+from cpworker.sources.jobdata import JobContext, build_job, log_fields, secrets_of
+from cpworker.workspace import job_workspace
+
+EVENT_KEY = "CodePipeline.job"
+DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
+
+
+@dataclass(frozen=True)
+class LambdaSettings:
+    """How the Lambda runtime guards the job.
+
+    - ``timeout_margin_s`` (5 s; env ``CPWORKER_TIMEOUT_MARGIN_S``): the result is
+      reported this long before Lambda's timeout if the handler has not returned.
+    - ``workspace_root`` (``/tmp/cpworker``): job workspaces (Lambda's writable disk).
+    - ``report_attempts`` (4): tries of PutJob*Result on throttling and 5xx.
+    """
+
+    timeout_margin_s: float = field(
+        default_factory=lambda: float(os.environ.get("CPWORKER_TIMEOUT_MARGIN_S", "5"))
+    )
+    workspace_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "cpworker")
+    report_attempts: int = 4
+
+
+class ReportError(RuntimeError):
+    """The job's result could not be reported; the pipeline will time the action out."""
+
+
+def envelope_from_event(event: Mapping[str, Any]) -> JobEnvelope:
+    """The job in a Lambda invoke action's event."""
+    if not isinstance(event, Mapping) or EVENT_KEY not in event:
+        raise ValueError(f"not a CodePipeline invoke event: it has no {EVENT_KEY!r} key")
+    return JobEnvelope.model_validate(event[EVENT_KEY])
+
+
+def config_values(envelope: JobEnvelope) -> Mapping[str, Any]:
+    """What the config model is validated against: a JSON object in UserParameters,
+    else the raw configuration."""
+    configuration = envelope.data.action_configuration.configuration
+    try:
+        parameters = json.loads(configuration.get("UserParameters") or "null")
+    except ValueError:
+        parameters = None
+    return parameters if isinstance(parameters, dict) else configuration
+
+
+class LambdaRuntime:
+    """Runs one action's handler for one ``CodePipeline.job`` event and reports the result."""
+
+    def __init__(self, spec: ActionSpec, settings: LambdaSettings | None = None) -> None:
+        self.spec = spec
+        self.settings = settings or LambdaSettings()
+
+    def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, str]:
+        _configure_logging()
+        started = time.monotonic()
+        envelope = envelope_from_event(event)
+        values = config_values(envelope)
+        secrets = secrets_of(envelope, self.spec, values)
+        request_id = str(getattr(context, "aws_request_id", "") or "")
+        log = logger("cpworker.job", **log_fields(envelope), function_request_id=request_id)
+        log.info("job received")
+        with SECRETS.active(secrets):
+            result = self._run(envelope, values, secrets, context, log)
+            outcome = self._report(envelope.id, result, log)
+        duration_ms = (time.monotonic() - started) * 1000
+        log.info("result reported", extra={"outcome": outcome, "duration_s": duration_ms / 1000})
+        _emit_metrics(outcome, duration_ms)
+        return {"jobId": envelope.id, "outcome": outcome}
+
+    def _run(
+        self,
+        envelope: JobEnvelope,
+        values: Mapping[str, Any],
+        secrets: list[str],
+        context: Any,
+        log: Any,
+    ) -> Result:
+        budget = _remaining_s(context) - self.settings.timeout_margin_s
+        stopping = threading.Event()
+        with job_workspace(self.settings.workspace_root, envelope.id) as workspace:
+            job_context = JobContext(
+                workspace=workspace,
+                deadline_s=max(budget, 0.0),
+                log=log,
+                region=os.environ.get("AWS_REGION"),
+                stopping=stopping,
+            )
+            result = _within(
+                budget,
+                lambda: run_handler(
+                    self.spec,
+                    lambda: build_job(envelope, self.spec, job_context, values),
+                    log,
+                    secrets,
+                ),
+            )
+            if result is None:
+                stopping.set()
+                log.error("handler still running at the timeout margin", extra={"budget_s": budget})
+                result = self._timed_out(envelope, budget)
+        return result
+
+    def _timed_out(self, envelope: JobEnvelope, budget: float) -> Result:
+        if self.spec.on_timeout == "continue":
+            return resume(
+                envelope.data.continuation_token,
+                summary=f"step cut off after {budget:.0f} s by the Lambda timeout; resuming",
+            )
+        margin = self.settings.timeout_margin_s
+        return Failure(
+            f"timed out after {budget:.0f} s, {margin:g} s before the Lambda timeout; "
+            "use a continuation for long work"
+        )
+
+    def _report(self, job_id: str, result: Result, log: Any) -> str:
+        outcome = _outcome(result)
+        api = CodePipelineAPI(
+            _client(os.environ.get("AWS_REGION")),
+            RetryPolicy(attempts=self.settings.report_attempts, max_elapsed_s=20.0),
+        )
+        try:
+            api.put_result(job_id, result)
+        except Exception as exc:  # noqa: BLE001 - logged with its fix, then raised
+            code = error_code(exc)
+            operation = (
+                "PutJobFailureResult" if isinstance(result, Failure) else "PutJobSuccessResult"
+            )
+            if code in DENIED:
+                log.error(
+                    f"could not report the result: the function's role needs "
+                    f"codepipeline:{operation} on Resource '*'",
+                    extra={"outcome": outcome, "error": code},
+                )
+            else:
+                log.error(
+                    "could not report the result",
+                    extra={"outcome": outcome, "error": code or type(exc).__name__},
+                )
+            raise ReportError(
+                f"{operation} for job {job_id} failed: {code or type(exc).__name__}"
+            ) from None
+        return outcome
+
+
+def _within(budget_s: float, call: Callable[[], Result]) -> Result | None:
+    """``call()`` in a thread; ``None`` if it has not returned within ``budget_s``."""
+    box: list[Result] = []
+    thread = threading.Thread(
+        target=lambda: box.append(call()), name="cpworker-handler", daemon=True
+    )
+    thread.start()
+    thread.join(timeout=max(budget_s, 0.0))
+    return box[0] if box else None
+
+
+def _remaining_s(context: Any) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining() / 1000 if callable(remaining) else 900.0
+
+
+def _outcome(result: Result) -> str:
+    if isinstance(result, Continue):
+        return "continue"
+    if isinstance(result, Success):
+        return "success"
+    return f"failure:{result.type.value}"
+
+
+@cache
+def _client(region: str | None) -> Any:
+    """One CodePipeline client per container, in the function's own Region."""
+    return codepipeline_client(region=region)
+
+
+@cache
+def _configure_logging() -> None:
+    """Powertools' Logger (JSON, masked) for cpworker's loggers, once per container."""
+    level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("CPWORKER_LOG_LEVEL") or "INFO"
+    power = Logger(
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME", LOGGER_NAME),
+        level=level,
+        logger_formatter=RedactingFormatter(),
+    )
+    names = {
+        LOGGER_NAME,
+        "cpworker.job",
+        "cpworker.api",
+        "cpworker.artifacts",
+        "cpworker.workspace",
+    }
+    for name in names:
+        logging.getLogger(name)
+    copy_config_to_registered_loggers(source_logger=power, include=names)
+
+
+def _emit_metrics(outcome: str, duration_ms: float) -> None:
+    """EMF metrics of the job's outcome and duration, when POWERTOOLS_METRICS_NAMESPACE is set."""
+    if not os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
+        return
+    metrics = _metrics()
+    metrics.add_metric(name="Jobs", unit=MetricUnit.Count, value=1)
+    metrics.add_metadata(key="outcome", value=outcome)
+    kind = outcome.split(":")[0].capitalize()
+    metrics.add_metric(name=f"Job{kind}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+    metrics.flush_metrics()
+
+
+@cache
+def _metrics() -> Metrics:
+    return Metrics()
