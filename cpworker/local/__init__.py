@@ -11,7 +11,11 @@ Modules::
     actiontypes.py  built-in and custom action types
     pipelines.py    structural checks of pipeline declarations
     executions.py   pipeline and action executions, stage/runOrder progression
-    jobs.py         the custom-action job state machine
+    jobs.py         the job state machine (custom-action and Lambda jobs)
+    lambdas.py      FunctionName -> handler registry; invocations as subprocesses
+    lambda_runner.py  ``python -m cpworker.local.lambda_runner REF``: one invocation
+    lambda_context.py the Lambda-like ``context`` (shared with ``cpworker invoke``)
+    private.py      ``CpworkerLocal.*`` operations: standalone Lambda jobs
     aws.py          the engine's S3/KMS/STS calls (to moto, on the same endpoint)
     views.py        answers in botocore's output shapes
 
@@ -36,8 +40,38 @@ timings are :class:`~cpworker.local.engine.EngineSettings` fields):
   or they enter oldest first (QUEUED); PARALLEL executions never wait.
 * In a stage, a failed action fails the stage once the other actions of its runOrder
   group have finished; later groups do not run.
-* Only the S3 source (Source/AWS/S3/1) and custom actions run. Other AWS action types
-  (Invoke/AWS/Lambda/1) validate in pipelines but fail when they run.
+* The S3 source (Source/AWS/S3/1), custom actions and Lambda invoke actions
+  (Invoke/AWS/Lambda/1) run.
+* Lambda invoke actions: FunctionName maps to a handler (``module:attr`` or
+  ``path/file.py:attr``; ``LocalCodePipeline(functions=...)``,
+  ``engine.register_function``, ``cpworker local --function``/``--functions-file``).
+  An unmapped FunctionName fails the action at once (ConfigurationError, naming the
+  known functions). Otherwise the engine creates a job, InProgress at once, and
+  invokes the function asynchronously with ``{"CodePipeline.job": {id, accountId,
+  data}}`` (no actionTypeId, no pipelineContext) in a subprocess of its own: the
+  server's environment without any ``AWS_*`` variable, plus ``AWS_ENDPOINT_URL`` (this
+  server), ``AWS_REGION``/``AWS_DEFAULT_REGION``, dummy credentials, config files at
+  /dev/null, Lambda's ``AWS_LAMBDA_*``/``AWS_EXECUTION_ENV``/``_HANDLER`` variables and
+  ``CPWORKER_LOCAL=1``, then the function's own ``environment`` (reserved names refused).
+  Its output is logged at INFO as ``[FunctionName request-id] line``; the event is not.
+* A function is killed ``lambda_timeout_s`` (900 s) after it starts, or at its own
+  shorter timeout; that alone does not fail the action. A Lambda job with no result
+  ``lambda_reply_window_s`` (1200 s) after its creation fails the action (JobTimedOut,
+  "the Lambda function did not report a result within N s"); each continuation job
+  has its own window, and there is no 24-hour overall limit. A function that raises is
+  not retried (Lambda retries asynchronous invocations twice).
+* Lambda jobs take PutJobSuccessResult/PutJobFailureResult without AcknowledgeJob;
+  PollForJobs never returns them. A continuation invokes the function again, with a
+  new job carrying ``continuationToken`` and fresh credentials, ``continuation_delay_s``
+  after the result.
+* Standalone Lambda jobs for ``cpworker invoke`` (target prefix ``CpworkerLocal.``,
+  same JSON wire form, not CodePipeline operations; see :mod:`cpworker.local.private`):
+  ``CreateLambdaJob {"data": JobData, "jobId"?}`` answers ``{"jobId", "event"}`` with
+  fresh artifactCredentials (replacing any given) and the default key unless ``data``
+  has an encryptionKey; ``DescribeJob {"jobId"}`` answers ``{"jobId", "status",
+  "result": {"type": success|continuation|failure, ...the members reported},
+  "nextJobId"}``. A continuation creates the follow-up job at once, with the same
+  data plus the token. They time out after the reply window too.
 * Variables ``#{variables.name}`` and ``#{Namespace.Name}`` resolve in action
   configuration; an unresolved one fails the action with ConfigurationError.
 * Secret configuration values are in job data, masked as ``****`` in

@@ -72,8 +72,8 @@ def _builtin(
     }
 
 
-# The AWS-owned types this engine knows. Only the S3 source runs locally; the others
-# are accepted in pipeline definitions so real pipelines validate.
+# The AWS-owned types this engine knows: the S3 source, and Lambda invoke actions
+# (run by cpworker.local.lambdas with the functions mapped from FunctionName).
 BUILTIN_TYPES: tuple[dict[str, Any], ...] = (
     _builtin(
         "Source",
@@ -99,6 +99,7 @@ BUILTIN_TYPES: tuple[dict[str, Any], ...] = (
     ),
 )
 S3_SOURCE: ActionKey = ("Source", "AWS", "S3", "1")
+LAMBDA_INVOKE: ActionKey = ("Invoke", "AWS", "Lambda", "1")
 
 
 @dataclass

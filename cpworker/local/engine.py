@@ -1,8 +1,9 @@
 """The local CodePipeline engine: action types, pipelines, executions and jobs in memory.
 
 All state sits behind one lock. A background scheduler thread moves executions
-forward, runs the built-in S3 source action, queues jobs for custom actions, and
-applies the timers (continuation delay, job timeout). Whatever needs HTTP (S3, KMS,
+forward, runs the built-in S3 source action, queues jobs for custom actions, invokes
+the Lambda functions of Invoke actions (:mod:`cpworker.local.lambdas`), and applies
+the timers (continuation delay, job timeout, reply window). Whatever needs HTTP (S3, KMS,
 STS, served by moto on the same endpoint) runs outside the lock. The behaviour choices
 (execution modes, job states, timers) are listed in :mod:`cpworker.local`.
 """
@@ -18,11 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpworker.local import views
-from cpworker.local.actiontypes import CUSTOM, S3_SOURCE, ActionTypeRegistry, describe, key_of
+from cpworker.local.actiontypes import (
+    CUSTOM,
+    LAMBDA_INVOKE,
+    S3_SOURCE,
+    ActionTypeRegistry,
+    describe,
+    key_of,
+)
 from cpworker.local.aws import AwsClients, SourceUnavailable
 from cpworker.local.errors import ServiceError
 from cpworker.local.executions import IN_PROGRESS, SUPERSEDED, ActionRun, Execution
 from cpworker.local.jobs import Job, JobBoard
+from cpworker.local.lambdas import FunctionRegistry, FunctionSpec, Invocation, Invoker
 from cpworker.local.pipelines import PipelineRecord, normalise, resolve_variables
 
 log = logging.getLogger("cpworker.local")
@@ -49,6 +58,15 @@ class EngineSettings:
     job_timeout_s             ``3600.0``                     a job with no result this long after it
                                                              was created fails its action; AWS uses
                                                              24 hours for custom action jobs
+    lambda_timeout_s          ``900.0``                      a function's process is killed this
+                                                             long after it started (Lambda's
+                                                             maximum); a function may set less. That
+                                                             alone does not fail the action: the
+                                                             reply window does
+    lambda_reply_window_s     ``1200.0``                     a Lambda job with no result this long
+                                                             after it was created fails its action
+                                                             (CodePipeline's 20 minutes); each
+                                                             continuation job has its own window
     tick_s                    ``0.2``                        scheduler resolution; API calls also
                                                              wake it at once
     default_key_alias         ``"alias/cpworker-local-       the moto KMS key used for pipelines
@@ -63,6 +81,8 @@ class EngineSettings:
     continuation_delay_s: float = 1.0
     redispatch_after_s: float = 60.0
     job_timeout_s: float = 3600.0
+    lambda_timeout_s: float = 900.0
+    lambda_reply_window_s: float = 1200.0
     tick_s: float = 0.2
     default_key_alias: str = "alias/cpworker-local-artifacts"
     page_size: int = 50
@@ -71,8 +91,12 @@ class EngineSettings:
 class Engine:
     """The state machine behind the CodePipeline operations of ``cpworker local``."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(
+        self, settings: EngineSettings, functions: Mapping[str, str | FunctionSpec] | None = None
+    ) -> None:
         self.settings = settings
+        self.functions = FunctionRegistry(functions)
+        self._invoker = Invoker()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -89,6 +113,7 @@ class Engine:
     def start(self, endpoint_url: str) -> None:
         """Start the scheduler; the engine's own AWS calls go to ``endpoint_url``."""
         self._aws = AwsClients(endpoint_url, self.settings.region)
+        self._invoker.start(endpoint_url, self.settings.region, self.settings.account_id)
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="cpworker-local-engine", daemon=True)
         self._thread.start()
@@ -100,6 +125,7 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._invoker.stop()
 
     def configure(self, **changes: Any) -> EngineSettings:
         """Swap in new settings (tests shorten timings); returns the previous ones."""
@@ -107,6 +133,20 @@ class Engine:
         self.settings = dataclasses.replace(previous, **changes)
         self._wake.set()
         return previous
+
+    def register_function(
+        self,
+        name: str,
+        handler_ref: str,
+        *,
+        timeout_s: float | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        """Map a FunctionName to a handler (``module:attr`` or ``file.py:attr``), or remap it."""
+        self.functions.register(name, FunctionSpec(handler_ref, timeout_s, dict(environment or {})))
+
+    def unregister_function(self, name: str) -> None:
+        self.functions.unregister(name)
 
     def _pipeline_arn(self, name: str) -> str:
         return f"arn:aws:codepipeline:{self.settings.region}:{self.settings.account_id}:{name}"
@@ -176,7 +216,7 @@ class Engine:
             for ex in [ex for ex in self._executions.values() if ex.pipeline == name]:
                 del self._executions[ex.id]
             for job in self._jobs:
-                if job.run.execution.pipeline == name:
+                if job.run is not None and job.run.execution.pipeline == name:
                     self._jobs.discard(job)
 
     def list_pipelines(self) -> list[dict[str, Any]]:
@@ -298,6 +338,25 @@ class Engine:
             self._jobs.fail(params, time.time())
         self._wake.set()
 
+    def create_lambda_job(self, data: Mapping[str, Any], job_id: str | None) -> dict[str, Any]:
+        """A standalone Lambda job (``cpworker invoke``): fresh credentials, the default key."""
+        assert self._aws is not None
+        role = f"arn:aws:iam::{self.settings.account_id}:role/cpworker-local-invoke"
+        full = dict(data) | {"artifactCredentials": self._aws.credentials(role)}
+        if "encryptionKey" not in full:
+            key = self._aws.default_key(self.settings.default_key_alias)
+            full["encryptionKey"] = {"id": key, "type": "KMS"}
+        job = Job(None, full, time.time(), invoke=True)
+        if job_id is not None:
+            job.id = job_id
+        with self._lock:
+            self._jobs.add(job)
+            return {"jobId": job.id, "event": job.event(self.settings.account_id)}
+
+    def describe_job(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            return views.job_description(self._jobs.get(job_id))
+
     # -- scheduler -------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -311,7 +370,7 @@ class Engine:
         """One scheduler pass: timers, execution progress, then the I/O of due actions."""
         with self._lock:
             now = time.time()
-            self._jobs.expire(now, self.settings.job_timeout_s)
+            self._jobs.expire(now, self.settings.job_timeout_s, self.settings.lambda_reply_window_s)
             for name in self._pipelines:
                 self._advance(name, now)
             due = self._claim_due_runs(now)
@@ -362,13 +421,18 @@ class Engine:
         return due
 
     def _start_step(self, run: ActionRun) -> None:
-        """Run the S3 source or queue the next custom job for ``run``; I/O without the lock."""
+        """Run the S3 source, queue the next custom job or invoke the function for ``run``.
+
+        The I/O happens without the lock.
+        """
         assert self._aws is not None
         try:
             if run.action_type.key == S3_SOURCE:
                 self._run_s3_source(run, self._aws)
             elif run.action_type.key[1] == CUSTOM:
                 self._queue_job(run, self._aws)
+            elif run.action_type.key == LAMBDA_INVOKE:
+                self._invoke_function(run, self._aws)
             else:
                 unsupported = f"cpworker local cannot run {describe(run.action_type.key)} actions"
                 self._fail_step(run, "ConfigurationError", unsupported)
@@ -382,7 +446,8 @@ class Engine:
     def _fail_step(self, run: ActionRun, code: str, message: str) -> None:
         self._finish_step(run, lambda now: run.fail(now, code, message))
 
-    def _finish_step(self, run: ActionRun, apply: Callable[[float], None]) -> None:
+    def _finish_step(self, run: ActionRun, apply: Callable[[float], None]) -> bool:
+        """Apply the step's outcome unless the run ended meanwhile; whether it applied."""
         with self._lock:
             run.preparing = False
             if (
@@ -390,6 +455,8 @@ class Engine:
                 and self._executions.get(run.execution.id) is run.execution
             ):
                 apply(time.time())
+                return True
+            return False
 
     def _encryption_key(self, run: ActionRun, aws: AwsClients) -> str:
         key = run.execution.declaration["artifactStore"].get("encryptionKey")
@@ -410,10 +477,9 @@ class Engine:
 
         self._finish_step(run, apply)
 
-    def _queue_job(self, run: ActionRun, aws: AwsClients) -> None:
+    def _job_data(self, run: ActionRun, aws: AwsClients, *, lambda_event: bool) -> dict[str, Any]:
+        """JobData for ``run``; the Lambda event has no actionTypeId nor pipelineContext."""
         ex = run.execution
-        credentials = aws.credentials(ex.declaration["roleArn"])
-        key_id = self._encryption_key(run, aws)
         data: dict[str, Any] = {
             "actionTypeId": dict(run.declaration["actionTypeId"]),
             "actionConfiguration": {"configuration": dict(run.configuration)},
@@ -426,14 +492,38 @@ class Engine:
             },
             "inputArtifacts": [a.wire() for a in run.inputs],
             "outputArtifacts": [a.wire() for a in run.outputs],
-            "artifactCredentials": credentials,
-            "encryptionKey": {"id": key_id, "type": "KMS"},
+            "artifactCredentials": aws.credentials(ex.declaration["roleArn"]),
+            "encryptionKey": {"id": self._encryption_key(run, aws), "type": "KMS"},
         }
+        if lambda_event:
+            del data["actionTypeId"], data["pipelineContext"]
         if run.continuation_token is not None:
             data["continuationToken"] = run.continuation_token
+        return data
+
+    def _queue_job(self, run: ActionRun, aws: AwsClients) -> None:
+        data = self._job_data(run, aws, lambda_event=False)
 
         def apply(now: float) -> None:
             run.due_at = None
             self._jobs.add(Job(run=run, data=data, created=now))
 
         self._finish_step(run, apply)
+
+    def _invoke_function(self, run: ActionRun, aws: AwsClients) -> None:
+        """Create the Lambda job (InProgress at once) and invoke the mapped function."""
+        name = run.configuration["FunctionName"]
+        spec = self.functions.get(name)
+        if spec is None:
+            self._fail_step(run, "ConfigurationError", self.functions.unknown(name))
+            return
+        job = Job(run, self._job_data(run, aws, lambda_event=True), time.time(), invoke=True)
+
+        def apply(now: float) -> None:
+            run.due_at, job.created = None, now
+            self._jobs.add(job)
+
+        if self._finish_step(run, apply):
+            timeout_s = spec.timeout(self.settings.lambda_timeout_s)
+            event = job.event(self.settings.account_id)
+            self._invoker.invoke(Invocation(name, spec, event, timeout_s))

@@ -1,7 +1,10 @@
-"""Custom-action jobs and the job APIs' state machine.
+"""Jobs and the job APIs' state machine, for custom actions and Lambda invocations.
 
-A job is Queued when created, Dispatched with a fresh nonce by PollForJobs, InProgress
-after AcknowledgeJob, and ends Succeeded, Failed or TimedOut. Choices where AWS is silent:
+A custom-action job is Queued when created, Dispatched with a fresh nonce by
+PollForJobs, InProgress after AcknowledgeJob, and ends Succeeded, Failed or TimedOut.
+A Lambda job (``invoke=True``: an Invoke action's, or a standalone one made by
+``CpworkerLocal.CreateLambdaJob``) is InProgress from its creation, is never polled,
+and takes results without acknowledgement. Choices where AWS is silent:
 
 * Results are accepted only from InProgress jobs: a worker must acknowledge before it
   reports (a Dispatched job answers InvalidJobStateException). The job owner is the
@@ -10,7 +13,9 @@ after AcknowledgeJob, and ends Succeeded, Failed or TimedOut. Choices where AWS 
   with a new nonce, by the next poll; the old nonce stops working then.
 * AcknowledgeJob with the current nonce is idempotent and answers the job's status.
 * The job timeout runs from the job's creation, whatever its state; each continuation
-  job has its own.
+  job has its own. A Lambda job's timeout is the reply window (``lambda_reply_window_s``).
+* A standalone job (no action execution) records its result only; a continuation
+  creates its follow-up job at once (same data, plus the token), named by ``next_job_id``.
 
 Callers hold the engine lock; nothing here does I/O.
 """
@@ -34,15 +39,27 @@ OUTPUT_VARIABLES_MAX_BYTES = 122880
 
 @dataclass(eq=False)
 class Job:
-    """One job of one action execution (a continuation makes a new job)."""
+    """One job of one action execution, or a standalone Lambda job (``run`` None).
 
-    run: ActionRun = field(repr=False)
+    A continuation makes a new job.
+    """
+
+    run: ActionRun | None = field(repr=False)
     data: dict[str, Any] = field(repr=False)  # carries credentials: never log it
     created: float
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    invoke: bool = False
+    """A Lambda job: InProgress from the start, never polled, no acknowledgement."""
     status: str = QUEUED
     nonce: str | None = None
     dispatched_at: float | None = None
+    result: dict[str, Any] | None = None
+    """What PutJobSuccessResult/PutJobFailureResult reported (CpworkerLocal.DescribeJob)."""
+    next_job_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.invoke:
+            self.status = JOB_IN_PROGRESS
 
     def wire(self, account_id: str, *, nonce: bool) -> dict[str, Any]:
         """The ``Job`` (with nonce) or ``JobDetails`` (without) structure."""
@@ -51,8 +68,12 @@ class Job:
             job["nonce"] = self.nonce
         return job
 
+    def event(self, account_id: str) -> dict[str, Any]:
+        """The ``CodePipeline.job`` event a Lambda function is invoked with."""
+        return {"CodePipeline.job": self.wire(account_id, nonce=False)}
+
     def matches(self, record: ActionTypeRecord, query: Mapping[str, str]) -> bool:
-        if self.run.action_type.key != record.key:
+        if self.invoke or self.run is None or self.run.action_type.key != record.key:
             return False
         configuration = self.data["actionConfiguration"]["configuration"]
         return all(configuration.get(k) == v for k, v in query.items())
@@ -65,6 +86,8 @@ class JobBoard:
         self._jobs: dict[str, Job] = {}
 
     def add(self, job: Job) -> None:
+        if job.id in self._jobs:
+            raise ServiceError("ConflictException", f"Job {job.id} already exists")
         self._jobs[job.id] = job
 
     def __iter__(self) -> Iterator[Job]:
@@ -128,7 +151,21 @@ class JobBoard:
         variables: dict[str, str] = params.get("outputVariables") or {}
         _check_variables(token, variables)
         job.status = JOB_SUCCEEDED
+        job.result = _result(
+            params,
+            "success" if token is None else "continuation",
+            "currentRevision",
+            "continuationToken",
+            "executionDetails",
+            "outputVariables",
+        )
         run = job.run
+        if run is None:
+            if token is not None:
+                follow_up = Job(None, {**job.data, "continuationToken": token}, now, invoke=True)
+                self.add(follow_up)
+                job.next_job_id = follow_up.id
+            return
         run.report(now, params.get("executionDetails", {}))
         if token is not None:
             run.continuation_token, run.due_at = token, now + continuation_delay_s
@@ -140,23 +177,35 @@ class JobBoard:
         """PutJobFailureResult: the job and its action execution fail."""
         job = self.in_progress(params["jobId"])
         job.status = JOB_FAILED
+        job.result = _result(params, "failure", "failureDetails")
         details = params["failureDetails"]
-        job.run.fail(now, details["type"], details["message"], details.get("externalExecutionId"))
+        if job.run is not None:
+            job.run.fail(
+                now, details["type"], details["message"], details.get("externalExecutionId")
+            )
 
-    def expire(self, now: float, timeout_s: float) -> None:
-        """Time out unfinished jobs older than ``timeout_s``, failing their action."""
+    def expire(self, now: float, timeout_s: float, reply_window_s: float) -> None:
+        """Time out unfinished jobs older than their limit, failing their action.
+
+        Custom jobs have ``timeout_s``; Lambda jobs the reply window ``reply_window_s``.
+        """
         for job in self._jobs.values():
-            if (
-                job.status in (QUEUED, DISPATCHED, JOB_IN_PROGRESS)
-                and now - job.created >= timeout_s
-            ):
+            limit = reply_window_s if job.invoke else timeout_s
+            if job.status in (QUEUED, DISPATCHED, JOB_IN_PROGRESS) and now - job.created >= limit:
                 job.status = TIMED_OUT
-                if job.run.status == IN_PROGRESS:
-                    job.run.fail(
-                        now,
-                        "JobTimedOut",
-                        f"Job {job.id} timed out: no result within {timeout_s:g} seconds",
+                if job.run is not None and job.run.status == IN_PROGRESS:
+                    message = (
+                        f"the Lambda function did not report a result within {limit:g} s"
+                        f" (job {job.id})"
+                        if job.invoke
+                        else f"Job {job.id} timed out: no result within {limit:g} seconds"
                     )
+                    job.run.fail(now, "JobTimedOut", message)
+
+
+def _result(params: Mapping[str, Any], kind: str, *members: str) -> dict[str, Any]:
+    """The result a job recorded: its kind and the request members that were given."""
+    return {"type": kind} | {m: params[m] for m in members if params.get(m) is not None}
 
 
 def _check_query(record: ActionTypeRecord, query: Mapping[str, str]) -> None:

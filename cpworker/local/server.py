@@ -1,8 +1,10 @@
 """One loopback HTTP endpoint for the local CodePipeline and moto's S3/KMS/STS.
 
 Requests that carry ``X-Amz-Target: CodePipeline_20150709.<Operation>`` go to
-cpworker's engine; every other request goes to moto's server application, so a
-single ``--endpoint-url`` serves every AWS client a worker or a test uses.
+cpworker's engine, and so do cpworker's own ``CpworkerLocal.<Operation>`` ones
+(:mod:`cpworker.local.private`); every other request goes to moto's server
+application, so a single ``--endpoint-url`` serves every AWS client a worker or a
+test uses.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from moto.moto_server.werkzeug_app import (
@@ -22,12 +24,15 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from cpworker.local.engine import Engine, EngineSettings
+from cpworker.local.lambdas import FunctionSpec
 from cpworker.local.ops import Operations, ServiceError
+from cpworker.local.private import PRIVATE_PREFIX, PrivateOperations
 
 TARGET_PREFIX = "CodePipeline_20150709."
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 
 StartResponse = Callable[..., Any]
+Call = Callable[[str, dict[str, Any]], dict[str, Any]]
 log = logging.getLogger("cpworker.local")
 
 
@@ -36,18 +41,24 @@ class LocalApp:
 
     def __init__(self, operations: Operations) -> None:
         self.operations = operations
+        self.private = PrivateOperations(operations.engine)
         self._moto = DomainDispatcherApplication(create_backend_app)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target.startswith(TARGET_PREFIX):
-            return self._codepipeline(target.removeprefix(TARGET_PREFIX), environ, start_response)
+        for prefix, call in (
+            (TARGET_PREFIX, self.operations.call),
+            (PRIVATE_PREFIX, self.private.call),
+        ):
+            if target.startswith(prefix):
+                return self._json(call, target.removeprefix(prefix), environ, start_response)
         result: Iterable[bytes] = self._moto(environ, start_response)
         return result
 
-    def _codepipeline(
-        self, operation: str, environ: dict[str, Any], start_response: StartResponse
+    def _json(
+        self, call: Call, operation: str, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
+        """Answer one JSON 1.1 request with ``call``, errors in the modelled wire form."""
         request_id = str(uuid.uuid4())
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -60,7 +71,7 @@ class LocalApp:
                 raise ServiceError(
                     "SerializationException", "The request body must be a JSON object"
                 )
-            status, body = 200, self.operations.call(operation, params)
+            status, body = 200, call(operation, params)
         except ServiceError as exc:
             status, body = exc.status, {"__type": exc.code, "message": exc.message}
         except Exception:
@@ -90,6 +101,8 @@ class LocalCodePipeline:
     """A running local CodePipeline on loopback; usable as a context manager.
 
     ``port=0`` picks a free port (tests); ``endpoint_url`` tells where it is.
+    ``functions`` maps the FunctionName of Invoke actions to handlers (``module:attr``,
+    ``path/file.py:attr`` or a FunctionSpec); ``engine.register_function`` adds more.
     """
 
     def __init__(
@@ -97,8 +110,9 @@ class LocalCodePipeline:
         host: str = "127.0.0.1",
         port: int = 0,
         settings: EngineSettings | None = None,
+        functions: Mapping[str, str | FunctionSpec] | None = None,
     ) -> None:
-        self.engine = Engine(settings or EngineSettings())
+        self.engine = Engine(settings or EngineSettings(), functions)
         self.app = LocalApp(Operations(self.engine))
         self._server: BaseWSGIServer = make_server(
             host, port, self.app, threaded=True, request_handler=QuietRequestHandler

@@ -20,7 +20,7 @@ from botocore.model import ListShape, MapShape, ServiceModel, Shape, StructureSh
 
 from cpworker.local.errors import ServiceError
 
-__all__ = ["service_model", "validate_request"]
+__all__ = ["service_model", "validate_members", "validate_request"]
 
 
 @lru_cache(maxsize=1)
@@ -48,6 +48,30 @@ def validate_request(operation: str, params: dict[str, Any]) -> None:
         return
     errors: Errors = []
     _check(shape, params, "", errors)
+    _raise(errors)
+
+
+def validate_members(params: dict[str, Any], members: dict[str, tuple[str, bool]]) -> None:
+    """Check a request of cpworker's own operations with the model's shapes.
+
+    ``members`` maps each member to (CodePipeline shape name, required); other members
+    are refused, so a typo does not pass silently.
+    """
+    model = service_model()
+    errors: Errors = []
+    for name, (shape_name, required) in members.items():
+        if params.get(name) is None:
+            if required:
+                errors.append(_Violation(name, "Member must not be null", null=True))
+        else:
+            _check(model.shape_for(shape_name), params[name], name, errors)
+    errors.extend(
+        _Violation(name, "Member is not known") for name in sorted(set(params) - set(members))
+    )
+    _raise(errors)
+
+
+def _raise(errors: Errors) -> None:
     if errors:
         count = f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} detected: "
         raise ServiceError("ValidationException", count + "; ".join(map(str, errors)))

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cpworker.local.executions import ActionRun, Execution
+from cpworker.local.jobs import Job
 from cpworker.local.pipelines import PipelineRecord
 
 SECRET_MASK = "****"  # noqa: S105 - the mask shown instead of a secret value
@@ -187,3 +188,10 @@ def _action_state(
         if entity_url is not None:
             state["entityUrl"] = entity_url
     return state
+
+
+def job_description(job: Job) -> dict[str, Any]:
+    """The ``CpworkerLocal.DescribeJob`` answer: status, reported result, follow-up job."""
+    return _compact(
+        {"jobId": job.id, "status": job.status, "result": job.result, "nextJobId": job.next_job_id}
+    )

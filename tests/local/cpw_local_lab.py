@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,14 @@ from cpworker.testing import (
 
 SOURCE_FILES = {"README.md": "hello\n", "src/app.py": "print('hi')\n"}
 AWS_CLI = os.path.join(os.path.dirname(sys.executable), "aws")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def aws_cli(endpoint_url: str, *args: str) -> tuple[int, Any, str]:

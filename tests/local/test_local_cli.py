@@ -10,18 +10,12 @@ import sys
 
 import boto3
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from cpw_local_lab import free_port
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_local_prints_its_endpoint_serves_and_stops_on_signal(stop_signal: int) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "cpworker.cli", "local", "--port", str(port)],
         stdout=subprocess.PIPE,

@@ -1,0 +1,271 @@
+"""Lambda functions of the local CodePipeline: the FunctionName registry and the invoker.
+
+A function is a handler reference (see :mod:`cpworker.local.lambda_runner`) run as a
+subprocess per invocation, like Lambda's isolation: the server's environment minus
+every ``AWS_*`` variable (no real credential, profile or endpoint can leak in), plus
+what Lambda sets and what points boto3 at the local endpoint. Invocations are
+asynchronous, as CodePipeline's are; the job's outcome comes only from PutJob*Result.
+The function's output goes to the ``cpworker.local`` logger at INFO, one record per
+line prefixed ``[FunctionName request-id]``; the event (which carries credentials) is
+never logged nor put in argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from cpworker.local.lambda_context import DEFAULT_MEMORY_MB, LATEST, function_arn
+from cpworker.local.lambda_runner import HandlerRef
+
+log = logging.getLogger("cpworker.local")
+
+# Set by the invoker for every invocation; a function's own environment may not set them.
+RESERVED = frozenset(
+    {
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_TIMEOUT",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "LAMBDA_TASK_ROOT",
+        "_HANDLER",
+    }
+)
+_DUMMY_CREDENTIAL = "cpworker-local"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function: its handler reference, its own timeout (capped by the engine's
+    ``lambda_timeout_s``; None means that setting) and its own environment variables."""
+
+    handler: str
+    timeout_s: float | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        HandlerRef(self.handler).check()
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"the timeout of {self.handler} must be positive")
+        reserved = sorted(RESERVED & set(self.environment))
+        if reserved:
+            raise ValueError(f"{reserved} are set by cpworker local, as Lambda reserves them")
+
+    def timeout(self, limit_s: float) -> float:
+        """The function's own timeout, never above the engine's ``lambda_timeout_s``."""
+        return min(self.timeout_s or limit_s, limit_s)
+
+
+def as_spec(value: str | FunctionSpec) -> FunctionSpec:
+    return value if isinstance(value, FunctionSpec) else FunctionSpec(value)
+
+
+def parse_function_option(option: str) -> tuple[str, FunctionSpec]:
+    """``NAME=REF`` (the ``--function`` flag of ``cpworker local``)."""
+    name, sep, ref = option.partition("=")
+    if not sep or not name or not ref:
+        raise ValueError(f"--function {option!r}: use NAME=module:attribute or NAME=file.py:attr")
+    return name, FunctionSpec(ref)
+
+
+def parse_functions_file(text: str) -> dict[str, FunctionSpec]:
+    """``{"Name": "ref"}`` or ``{"Name": {"handler": ref, "timeout": s, "environment": {}}}``."""
+    document = json.loads(text)
+    if not isinstance(document, dict):
+        raise ValueError("a functions file is a JSON object of FunctionName to handler")
+    functions: dict[str, FunctionSpec] = {}
+    for name, value in document.items():
+        if isinstance(value, str):
+            functions[name] = FunctionSpec(value)
+        elif isinstance(value, dict) and isinstance(value.get("handler"), str):
+            unknown = sorted(set(value) - {"handler", "timeout", "environment"})
+            if unknown:
+                raise ValueError(f"function {name!r}: unknown keys {unknown}")
+            timeout = value.get("timeout")
+            functions[name] = FunctionSpec(
+                value["handler"],
+                None if timeout is None else float(timeout),
+                {str(k): str(v) for k, v in (value.get("environment") or {}).items()},
+            )
+        else:
+            raise ValueError(f"function {name!r}: give a handler reference or {{'handler': ...}}")
+    return functions
+
+
+class FunctionRegistry:
+    """FunctionName → FunctionSpec; tests register functions while the server runs."""
+
+    def __init__(self, functions: Mapping[str, str | FunctionSpec] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._functions = {name: as_spec(spec) for name, spec in (functions or {}).items()}
+
+    def register(self, name: str, spec: FunctionSpec) -> None:
+        with self._lock:
+            self._functions[name] = spec
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._functions.pop(name, None)
+
+    def get(self, name: str) -> FunctionSpec | None:
+        with self._lock:
+            return self._functions.get(name)
+
+    def unknown(self, name: str) -> str:
+        """The failure message for a FunctionName nobody mapped."""
+        with self._lock:
+            known = sorted(self._functions)
+        return (
+            f"cpworker local has no function named {name!r}; known functions: "
+            f"{', '.join(known) if known else 'none'} (map one with --function NAME=module:attr)"
+        )
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One asynchronous invocation of a function with one event."""
+
+    function_name: str
+    spec: FunctionSpec
+    event: dict[str, Any] = field(repr=False)  # carries credentials: never log it
+    timeout_s: float
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class Invoker:
+    """Runs invocations as subprocesses and kills them at their timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._endpoint_url = ""
+        self._region = "us-east-1"
+        self._account_id = "123456789012"
+
+    def start(self, endpoint_url: str, region: str, account_id: str) -> None:
+        self._endpoint_url, self._region, self._account_id = endpoint_url, region, account_id
+
+    def stop(self) -> None:
+        """Kill every running function (the server is going away)."""
+        with self._lock:
+            running = list(self._running)
+        for process in running:
+            _kill(process)
+
+    def invoke(self, invocation: Invocation) -> None:
+        """Start the invocation and return at once (InvocationType Event)."""
+        threading.Thread(
+            target=self._run, args=(invocation,), name="cpworker-local-lambda", daemon=True
+        ).start()
+
+    def environment(self, invocation: Invocation) -> dict[str, str]:
+        """The function's variables: the server's without AWS_*, then Lambda's own."""
+        name, spec = invocation.function_name, invocation.spec
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(spec.environment)
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": self._endpoint_url,
+                "AWS_REGION": self._region,
+                "AWS_DEFAULT_REGION": self._region,
+                "AWS_ACCESS_KEY_ID": _DUMMY_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": _DUMMY_CREDENTIAL,
+                "AWS_SESSION_TOKEN": _DUMMY_CREDENTIAL,
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}."
+                f"{sys.version_info.minor}",
+                "AWS_LAMBDA_FUNCTION_NAME": name,
+                "AWS_LAMBDA_FUNCTION_VERSION": LATEST,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": DEFAULT_MEMORY_MB,
+                "AWS_LAMBDA_FUNCTION_TIMEOUT": f"{invocation.timeout_s:g}",
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": f"cpworker-local/{invocation.request_id}",
+                "LAMBDA_TASK_ROOT": os.getcwd(),
+                "_HANDLER": spec.handler,
+                "CPWORKER_LOCAL": "1",
+            }
+        )
+        return env
+
+    def _run(self, invocation: Invocation) -> None:
+        prefix = f"[{invocation.function_name} {invocation.request_id}]"
+        started = time.monotonic()
+        deadline_ms = int((time.time() + invocation.timeout_s) * 1000)
+        arn = function_arn(self._region, self._account_id, invocation.function_name)
+        command = [
+            *(sys.executable, "-u", "-m", "cpworker.local.lambda_runner"),
+            *(invocation.spec.handler, "--request-id", invocation.request_id),
+            *("--deadline-ms", str(deadline_ms), "--function-arn", arn),
+        ]
+        log.info("%s START Version: %s", prefix, LATEST)
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self.environment(invocation),
+                start_new_session=True,  # its own process group: a timeout kills its children
+            )
+        except OSError as exc:
+            log.error("%s could not start the function: %s", prefix, exc)
+            return
+        with self._lock:
+            self._running.add(process)
+        assert process.stdin is not None
+        assert process.stdout is not None
+        reader = threading.Thread(target=_relay, args=(process.stdout, prefix), daemon=True)
+        reader.start()
+        try:
+            process.stdin.write(json.dumps(invocation.event).encode())
+            process.stdin.close()
+        except OSError:
+            pass  # the function exited before reading its event; its output says why
+        try:
+            status = process.wait(invocation.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            status = process.wait()
+            log.warning("%s Task timed out after %.2f seconds", prefix, invocation.timeout_s)
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        reader.join(timeout=5)
+        if status > 0:
+            log.warning("%s the function exited with status %d", prefix, status)
+        log.info("%s END Duration: %.0f ms", prefix, (time.monotonic() - started) * 1000)
+
+
+def _relay(stream: IO[bytes], prefix: str) -> None:
+    """Log each line the function writes, prefixed with its name and request id."""
+    for line in stream:
+        log.info("%s %s", prefix, line.decode(errors="replace").rstrip())
+    stream.close()
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)

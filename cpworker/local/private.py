@@ -1,0 +1,83 @@
+"""cpworker's own operations on the local endpoint: standalone Lambda jobs.
+
+``cpworker invoke`` runs a Lambda handler once, outside any pipeline, yet the handler
+must report with PutJobSuccessResult/PutJobFailureResult as it would in AWS. These
+operations give it a real job to report on. They use the target prefix
+``CpworkerLocal.`` so no AWS SDK call can reach them by accident, and answer errors in
+the same JSON wire form as the CodePipeline operations::
+
+    CpworkerLocal.CreateLambdaJob {"data": JobData, "jobId": optional lowercase uuid}
+        -> {"jobId", "event": {"CodePipeline.job": {"id", "accountId", "data"}}}
+    CpworkerLocal.DescribeJob {"jobId"}
+        -> {"jobId", "status", "result": {...}, "nextJobId": ...}
+
+``data`` is checked against botocore's ``JobData`` shape; its artifactCredentials, if
+any, are replaced by fresh ones, and without an encryptionKey the engine's default key
+is added.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from cpworker.local.engine import Engine
+from cpworker.local.errors import ServiceError
+from cpworker.local.validation import validate_members
+
+PRIVATE_PREFIX = "CpworkerLocal."
+
+Params = dict[str, Any]
+
+
+class PrivateOperations:
+    """The ``CpworkerLocal.*`` operation table, called by the server like ``Operations``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._handlers: dict[str, Callable[[Params], Params]] = {
+            "CreateLambdaJob": self._create_lambda_job,
+            "DescribeJob": self._describe_job,
+        }
+
+    def call(self, operation: str, params: Params) -> Params:
+        handler = self._handlers.get(operation)
+        if handler is None:
+            raise ServiceError(
+                "UnknownOperationException", f"Unknown operation {PRIVATE_PREFIX}{operation}"
+            )
+        return handler(params)
+
+    def _create_lambda_job(self, params: Params) -> Params:
+        validate_members(params, {"data": ("JobData", True), "jobId": ("JobId", False)})
+        return self.engine.create_lambda_job(params["data"], params.get("jobId"))
+
+    def _describe_job(self, params: Params) -> Params:
+        validate_members(params, {"jobId": ("JobId", True)})
+        return self.engine.describe_job(params["jobId"])
+
+
+def call_private(endpoint_url: str, operation: str, params: Params, timeout_s: float = 30) -> Any:
+    """Call ``CpworkerLocal.<operation>`` over HTTP; a modelled error raises ServiceError."""
+    if not endpoint_url.startswith(("http://", "https://")):
+        raise ValueError(f"{endpoint_url!r} is not an http(s) endpoint")
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
+        endpoint_url,
+        data=json.dumps(params).encode(),
+        headers={
+            "X-Amz-Target": PRIVATE_PREFIX + operation,
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        raise ServiceError(
+            body.get("__type", "InternalFailure"), body.get("message", ""), exc.code
+        ) from exc
