@@ -102,6 +102,7 @@ def local(args: argparse.Namespace) -> int:
     import threading
 
     from cpworker.local.engine import EngineSettings
+    from cpworker.local.lambdas import parse_function_option, parse_functions_file
     from cpworker.local.server import LocalCodePipeline
 
     overrides = {
@@ -110,15 +111,53 @@ def local(args: argparse.Namespace) -> int:
             ("continuation_delay_s", args.continuation_delay),
             ("redispatch_after_s", args.redispatch_after),
             ("job_timeout_s", args.job_timeout),
+            ("lambda_timeout_s", args.lambda_timeout),
+            ("lambda_reply_window_s", args.reply_window),
         )
         if value is not None
     }
+    try:
+        functions = (
+            parse_functions_file(args.functions_file.read_text()) if args.functions_file else {}
+        )
+        functions.update(parse_function_option(option) for option in args.function)
+    except (OSError, ValueError) as exc:
+        print(f"cpworker local: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     _on_signals(stop.set)
-    with LocalCodePipeline(args.host, args.port, EngineSettings(**overrides)) as server:
+    settings = EngineSettings(**overrides)
+    with LocalCodePipeline(args.host, args.port, settings, functions) as server:
         print(f"cpworker local ready at {server.endpoint_url}", flush=True)
         stop.wait()
     return 0
+
+
+def invoke(args: argparse.Namespace) -> int:
+    from cpworker.invoke import InvokeRequest, run_invoke
+
+    return run_invoke(
+        InvokeRequest(
+            handler=args.handler,
+            event_file=args.event,
+            function_name=args.function_name,
+            user_parameters=args.user_parameters,
+            inputs=[(name, Path(folder)) for name, folder in args.input],
+            outputs=args.output,
+            endpoint_url=args.endpoint_url,
+            timeout_s=args.timeout,
+            max_steps=args.max_steps,
+        )
+    )
+
+
+def _named_folder(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not (sep and name and folder):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIRECTORY")
+    if not Path(folder).is_dir():
+        raise argparse.ArgumentTypeError(f"{folder!r} is not a directory")
+    return name, folder
 
 
 def demo(_args: argparse.Namespace) -> int:
@@ -187,7 +226,43 @@ def parser() -> argparse.ArgumentParser:
         "--redispatch-after", type=float, help="s before an unacknowledged job requeues"
     )
     loc.add_argument("--job-timeout", type=float, help="s before a job without result times out")
+    loc.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="NAME=REF",
+        help="map a Lambda FunctionName to module:attr or file.py:attr (repeatable)",
+    )
+    loc.add_argument(
+        "--functions-file", type=Path, help='JSON {"Name": "ref" or {"handler", "timeout"}}'
+    )
+    loc.add_argument("--lambda-timeout", type=float, help="s before a function is stopped (900)")
+    loc.add_argument(
+        "--reply-window", type=float, help="s a Lambda job may go without result (1200)"
+    )
     loc.set_defaults(func=local)
+
+    inv = command("invoke", "run a Lambda handler once against a local CodePipeline")
+    inv.add_argument("handler", help="module:attribute or path/file.py:attribute")
+    source = inv.add_mutually_exclusive_group(required=True)
+    source.add_argument("--event", type=Path, help="a CodePipeline.job event (JSON file)")
+    source.add_argument(
+        "--build-event", action="store_true", help="build the event from the flags below"
+    )
+    inv.add_argument("--user-parameters", help="UserParameters of the built event")
+    inv.add_argument(
+        "--input", type=_named_folder, action="append", default=[], metavar="NAME=DIR",
+        help="an input artifact, zipped from DIR (repeatable)",
+    )  # fmt: skip
+    inv.add_argument("--output", action="append", default=[], metavar="NAME",
+                     help="an output artifact name (repeatable)")  # fmt: skip
+    inv.add_argument("--function-name", default="cpworker-invoke")
+    inv.add_argument("--timeout", type=float, default=900.0, help="Lambda timeout, s (900)")
+    inv.add_argument("--max-steps", type=int, default=20, help="continuations to follow (20)")
+    inv.add_argument(
+        "--endpoint-url", help="a running cpworker local (default: start one in this process)"
+    )
+    inv.set_defaults(func=invoke)
 
     dem = command("demo", "run the example build action end to end, locally")
     dem.set_defaults(func=demo)

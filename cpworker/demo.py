@@ -26,7 +26,7 @@ from cpworker.testing import (
     custom_action,
     pipeline_declaration,
     upload_source,
-    zip_bytes,
+    zip_directory,
 )
 
 REGION = "us-east-1"
@@ -115,12 +115,7 @@ def _prepare(endpoint_url: str) -> str:
     key_id = _client("kms", endpoint_url).create_key(Description="cpworker demo artifacts")[
         "KeyMetadata"
     ]["Arn"]
-    files = {
-        path.relative_to(SAMPLE_PROJECT).as_posix(): path.read_bytes()
-        for path in sorted(SAMPLE_PROJECT.rglob("*"))
-        if path.is_file() and "dist" not in path.relative_to(SAMPLE_PROJECT).parts
-    }
-    upload_source(s3, SOURCE_BUCKET, SOURCE_KEY, zip_bytes(files))
+    upload_source(s3, SOURCE_BUCKET, SOURCE_KEY, zip_directory(SAMPLE_PROJECT))
     app.register(codepipeline)
     build = custom_action(
         "Build",

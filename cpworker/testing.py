@@ -22,6 +22,7 @@ import io
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -31,10 +32,12 @@ __all__ = [
     "action_execution",
     "action_state",
     "custom_action",
+    "lambda_action",
     "pipeline_declaration",
     "upload_source",
     "wait_for_execution",
     "zip_bytes",
+    "zip_directory",
 ]
 
 SOURCE_ARTIFACT = "SourceOutput"
@@ -48,6 +51,17 @@ def zip_bytes(files: Mapping[str, bytes | str]) -> bytes:
         for path, content in files.items():
             archive.writestr(path, content.encode() if isinstance(content, str) else content)
     return buffer.getvalue()
+
+
+def zip_directory(directory: Path) -> bytes:
+    """A zip archive of every file under ``directory`` (paths relative to it)."""
+    return zip_bytes(
+        {
+            path.relative_to(directory).as_posix(): path.read_bytes()
+            for path in sorted(directory.rglob("*"))
+            if path.is_file()
+        }
+    )
 
 
 def upload_source(s3: Any, bucket: str, key: str, data: bytes) -> None:
@@ -86,6 +100,38 @@ def custom_action(
         "inputArtifacts": [{"name": artifact} for artifact in inputs],
         "outputArtifacts": [{"name": artifact} for artifact in outputs],
     }
+
+
+def lambda_action(
+    name: str,
+    *,
+    function_name: str,
+    user_parameters: str | None = None,
+    inputs: Sequence[str] = (SOURCE_ARTIFACT,),
+    outputs: Sequence[str] = (),
+    namespace: str | None = None,
+    run_order: int = 1,
+) -> dict[str, Any]:
+    """An ``ActionDeclaration`` for a Lambda invoke action (Invoke/AWS/Lambda/1)."""
+    configuration = {"FunctionName": function_name}
+    if user_parameters is not None:
+        configuration["UserParameters"] = user_parameters
+    action: dict[str, Any] = {
+        "name": name,
+        "actionTypeId": {
+            "category": "Invoke",
+            "owner": "AWS",
+            "provider": "Lambda",
+            "version": "1",
+        },
+        "runOrder": run_order,
+        "configuration": configuration,
+        "inputArtifacts": [{"name": artifact} for artifact in inputs],
+        "outputArtifacts": [{"name": artifact} for artifact in outputs],
+    }
+    if namespace is not None:
+        action["namespace"] = namespace
+    return action
 
 
 def pipeline_declaration(

@@ -139,3 +139,8 @@ def _tmp(workspace: Path) -> Path:
     path = workspace / "tmp"
     path.mkdir(exist_ok=True)
     return path
+
+
+# The same action as a Lambda invoke action: UserParameters holds the configuration
+# as a JSON object, e.g. {"ProjectName": "web", "Command": "make", "OutputDirectory": "dist"}.
+handler = app.lambda_handler

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from cpworker import ActionApp, Continue, Job, Success
 from cpworker.result import decode_token, resume
-from cpworker.sources.lambda_invoke import _within, config_values, envelope_from_event
+from cpworker.sources import lambda_invoke
+from cpworker.sources.lambda_invoke import (
+    LambdaSettings,
+    ReportError,
+    _within,
+    config_values,
+    envelope_from_event,
+)
 
 
 def _event(user_parameters: str | None) -> dict[str, Any]:
@@ -83,3 +93,42 @@ def test_lambda_handler_needs_a_name_when_the_app_has_several_actions() -> None:
     with pytest.raises(ValueError, match=r"2 actions \(one, two\): use app.lambda_handler_for"):
         _ = app.lambda_handler
     assert app.lambda_handler_for("two").__name__ == "two_lambda_handler"
+
+
+class _DeniedClient:
+    """A CodePipeline client whose caller lacks codepipeline:PutJob*Result."""
+
+    def put_job_success_result(self, **_: Any) -> None:
+        raise ClientError(
+            {
+                "Error": {"Code": "AccessDeniedException", "Message": "not authorized"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            },
+            "PutJobSuccessResult",
+        )
+
+
+class _Context:
+    aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def test_a_result_that_cannot_be_reported_names_the_missing_permission_and_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    app = ActionApp()
+
+    @app.action(category="Invoke", provider="Denied")
+    def denied(job: Job[None]) -> Success:
+        return Success(summary="done")
+
+    monkeypatch.setattr(lambda_invoke, "_client", lambda region: _DeniedClient())
+    settings = LambdaSettings(workspace_root=tmp_path)
+    caplog.set_level(logging.ERROR, logger="cpworker.job")
+    with pytest.raises(ReportError, match=r"PutJobSuccessResult for job .* AccessDeniedException"):
+        app.lambda_handler_for("denied", settings)(_event(None), _Context())
+    assert (
+        "the function's role needs codepipeline:PutJobSuccessResult on Resource '*'" in caplog.text
+    )

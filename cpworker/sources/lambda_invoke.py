@@ -214,7 +214,12 @@ def _client(region: str | None) -> Any:
 
 @cache
 def _configure_logging() -> None:
-    """Powertools' Logger (JSON, masked) for cpworker's loggers, once per container."""
+    """Powertools' Logger (JSON, masked) for cpworker's loggers, once per container.
+
+    Only inside Lambda: elsewhere (``cpworker invoke``, tests) the host's logging stays.
+    """
+    if "AWS_LAMBDA_FUNCTION_NAME" not in os.environ:
+        return
     level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("CPWORKER_LOG_LEVEL") or "INFO"
     power = Logger(
         service=os.environ.get("POWERTOOLS_SERVICE_NAME", LOGGER_NAME),

@@ -69,7 +69,10 @@ def registered(local: LocalCodePipeline) -> None:
 
 @pytest.fixture
 def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., Run]:
-    """Factory: a new pipeline (S3 source → one action named Act) and its first execution."""
+    """Factory: a new pipeline (S3 source → one action named Act) and its first execution.
+
+    The action is a custom action of ``provider`` unless a declaration is given.
+    """
 
     def start(
         provider: str,
@@ -79,12 +82,13 @@ def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., R
         outputs: tuple[str, ...] = (),
         encryption_key_id: str | None = None,
         category: str = "Test",
+        action: dict[str, Any] | None = None,
     ) -> Run:
         name = f"t-{provider.lower()}-{uuid.uuid4().hex[:8]}"
         s3, codepipeline = aws("s3"), aws("codepipeline")
         upload_source(s3, f"{name}-src", "source.zip", source or zip_bytes(DEFAULT_SOURCE))
         s3.create_bucket(Bucket=f"{name}-store")
-        action = custom_action(
+        action = action or custom_action(
             "Act",
             provider=provider,
             category=category,

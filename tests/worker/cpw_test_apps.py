@@ -98,3 +98,25 @@ class StagedConfig(BaseModel):
 def staged(job: Job[StagedConfig]) -> Success:
     """Succeed, naming the stage: for queryParam tests."""
     return Success(summary=f"ran for {job.config.Stage}")
+
+
+@app.action(
+    category="Test",
+    provider="CpwResumable",
+    config=SleepConfig,
+    inputs=(0, 1),
+    on_timeout="continue",
+)
+def resumable(job: Job[SleepConfig]) -> Success:
+    """Overrun the Lambda timeout on the first attempt only; report the attempt that finished."""
+    _spy("attempts", job.id)
+    attempts = len((Path(os.environ["CPW_TEST_SPY_DIR"]) / "attempts").read_text().split())
+    if attempts == 1:
+        time.sleep(job.config.Seconds)
+    return Success(summary=f"done on attempt {attempts}, continuation {job.continuation!r}")
+
+
+# Lambda entry points of the same actions.
+sleep_lambda = app.lambda_handler_for("sleep")
+leaky_lambda = app.lambda_handler_for("leaky")
+resumable_lambda = app.lambda_handler_for("resumable")

@@ -1,0 +1,145 @@
+"""The same handlers as Lambda invoke actions in the local CodePipeline (a function runs
+in its own process, as in Lambda, and reports with PutJob*Result)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import APPS_DIR, Run
+
+from cpworker.local.server import LocalCodePipeline
+from cpworker.testing import lambda_action, zip_bytes
+from cpworker.worker import Worker
+from handlers.build import app as build_app
+
+APPS = APPS_DIR / "cpw_test_apps.py"
+PROJECT = {
+    "build.sh": "mkdir -p dist && wc -w < words.txt > dist/count.txt && echo built\n",
+    "words.txt": "one two three\n",
+}
+BUILD_CONFIG = {"ProjectName": "demo", "Command": "sh build.sh", "OutputDirectory": "dist"}
+
+
+@pytest.fixture
+def function(local: LocalCodePipeline) -> Iterator[Callable[..., str]]:
+    """Factory: map a unique FunctionName to a handler reference; unmapped afterwards."""
+    names: list[str] = []
+
+    def register(reference: str, **options: Any) -> str:
+        name = f"fn-{uuid.uuid4().hex[:8]}"
+        local.engine.register_function(name, reference, **options)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        local.engine.unregister_function(name)
+
+
+def _output_files(run: Run, aws: Callable[..., Any]) -> list[str]:
+    location = run.action_output()["outputArtifacts"][0]["s3location"]
+    body = aws("s3").get_object(Bucket=location["bucket"], Key=location["key"])["Body"].read()
+    return sorted(zipfile.ZipFile(io.BytesIO(body)).namelist())
+
+
+@pytest.mark.parametrize("runtime", ["serve", "lambda"])
+def test_the_build_handler_gives_the_same_result_as_worker_and_as_lambda(
+    runtime: str,
+    start_pipeline: Callable[..., Run],
+    worker: Callable[..., Worker],
+    function: Callable[..., str],
+    aws: Callable[..., Any],
+) -> None:
+    if runtime == "serve":
+        build_app.register(aws("codepipeline"))
+        run = start_pipeline(
+            "CpworkerBuild", BUILD_CONFIG, category="Build", source=zip_bytes(PROJECT),
+            outputs=("BuildOutput",),
+        )  # fmt: skip
+        worker(serve=build_app)
+    else:
+        name = function("handlers.build:handler", timeout_s=60)
+        action = lambda_action(
+            "Act", function_name=name, user_parameters=json.dumps(BUILD_CONFIG),
+            outputs=("BuildOutput",),
+        )  # fmt: skip
+        run = start_pipeline("lambda", source=zip_bytes(PROJECT), action=action)
+    assert run.wait(timeout_s=60)["status"] == "Succeeded"
+    output = run.action_output()
+    variables = output["outputVariables"]
+    assert set(variables) == {"RunId", "DurationSeconds", "SourceRevision"}
+    assert variables["RunId"].startswith("demo-")
+    assert run.action_state()["externalExecutionId"] == variables["RunId"]
+    assert output["executionResult"]["externalExecutionSummary"].startswith(
+        f"build {variables['RunId']} succeeded in"
+    )
+    assert _output_files(run, aws) == ["count.txt"]
+
+
+def test_a_handler_past_its_timeout_margin_fails_the_action_promptly(
+    start_pipeline: Callable[..., Run], function: Callable[..., str]
+) -> None:
+    name = function(
+        f"{APPS}:sleep_lambda", timeout_s=4, environment={"CPWORKER_TIMEOUT_MARGIN_S": "1"}
+    )
+    started = time.monotonic()
+    run = start_pipeline(
+        "lambda", action=lambda_action("Act", function_name=name, user_parameters='{"Seconds": 60}')
+    )
+    assert run.wait(timeout_s=30)["status"] == "Failed"
+    assert time.monotonic() - started < 15, "not after the reply window, nor the sleep"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert re.fullmatch(
+        r"timed out after \d s, 1 s before the Lambda timeout; use a continuation for long work",
+        error["message"],
+    ), error["message"]
+
+
+def test_on_timeout_continue_runs_the_step_again(
+    start_pipeline: Callable[..., Run], function: Callable[..., str], spy_dir: Path
+) -> None:
+    name = function(
+        f"{APPS}:resumable_lambda",
+        timeout_s=4,
+        environment={"CPWORKER_TIMEOUT_MARGIN_S": "1", "CPW_TEST_SPY_DIR": str(spy_dir)},
+    )
+    run = start_pipeline(
+        "lambda", action=lambda_action("Act", function_name=name, user_parameters='{"Seconds": 60}')
+    )
+    assert run.wait(timeout_s=30)["status"] == "Succeeded"
+    assert run.action_state()["summary"] == "done on attempt 2, continuation None"
+
+
+def test_lambda_logs_never_carry_credentials_or_secret_parameters(
+    start_pipeline: Callable[..., Run],
+    function: Callable[..., str],
+    spy_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = function(f"{APPS}:leaky_lambda", environment={"CPW_TEST_SPY_DIR": str(spy_dir)})
+    parameters = {"Target": "db.internal", "Password": "correct-horse-battery-staple"}
+    with caplog.at_level(logging.INFO):
+        run = start_pipeline(
+            "lambda",
+            action=lambda_action("Act", function_name=name, user_parameters=json.dumps(parameters)),
+        )
+        assert run.wait(timeout_s=30)["status"] == "Failed"
+    message = run.action_state()["errorDetails"]["message"]
+    assert message.startswith("RuntimeError: login to db.internal with ****")
+    secrets = (spy_dir / "secrets").read_text().split()
+    assert len(secrets) == 4, "the password and the three artifact credentials"
+    assert "logging in to db.internal with ****" in caplog.text, "the function's logs are captured"
+    for secret in secrets:
+        assert secret not in caplog.text
+        assert secret not in message
