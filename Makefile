@@ -17,14 +17,14 @@ demo: $(STAMP)
 	$(BIN)/cpworker demo
 
 test: $(STAMP)
-	$(BIN)/ruff check cpworker handlers tests
-	$(BIN)/ruff format --check cpworker handlers tests
+	$(BIN)/ruff check cpworker handlers tests bench
+	$(BIN)/ruff format --check cpworker handlers tests bench
 	$(BIN)/mypy cpworker handlers
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check cpworker handlers tests
-	$(BIN)/ruff format --check cpworker handlers tests
+	$(BIN)/ruff check cpworker handlers tests bench
+	$(BIN)/ruff format --check cpworker handlers tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cpworker handlers
