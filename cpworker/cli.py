@@ -135,20 +135,23 @@ def local(args: argparse.Namespace) -> int:
 
 def invoke(args: argparse.Namespace) -> int:
     from cpworker.invoke import InvokeRequest, run_invoke
+    from cpworker.local.errors import ServiceError
 
-    return run_invoke(
-        InvokeRequest(
-            handler=args.handler,
-            event_file=args.event,
-            function_name=args.function_name,
-            user_parameters=args.user_parameters,
-            inputs=[(name, Path(folder)) for name, folder in args.input],
-            outputs=args.output,
-            endpoint_url=args.endpoint_url,
-            timeout_s=args.timeout,
-            max_steps=args.max_steps,
-        )
+    request = InvokeRequest(
+        handler=args.handler,
+        event_file=args.event,
+        function_name=args.function_name,
+        user_parameters=args.user_parameters,
+        inputs=[(name, Path(folder)) for name, folder in args.input],
+        outputs=args.output,
+        endpoint_url=args.endpoint_url,
+        timeout_s=args.timeout,
+        max_steps=args.max_steps,
     )
+    try:
+        return run_invoke(request)
+    except ServiceError as exc:
+        raise SystemExit(f"cpworker invoke: {exc.code}: {exc.message}") from None
 
 
 def _named_folder(text: str) -> tuple[str, str]:

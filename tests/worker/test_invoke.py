@@ -100,3 +100,51 @@ def test_invoke_against_a_running_local(local: LocalCodePipeline, tmp_path: Path
     )  # fmt: skip
     assert code == 0, stderr
     assert documents[-1]["result"]["outputVariables"] == {"Seen": "hello"}
+
+
+SAMPLE_PARAMETERS = {
+    "handlers.url_check.handler": ("http://127.0.0.1:9/", "Failed"),
+    "handlers.cfn_deploy.handler": (
+        '{"stack": "sample", "artifact": "Missing", "file": "template.json"}',
+        "Failed",
+    ),
+    "handlers.variables.handler": (None, "Succeeded"),
+}
+
+
+def _template_handlers() -> list[str]:
+    from samtranslator.yaml_helper import yaml_parse
+
+    template = yaml_parse((ROOT / "sam" / "template.yaml").read_text())
+    return sorted(
+        resource["Properties"]["Handler"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function"
+    )
+
+
+@pytest.mark.parametrize("handler", _template_handlers())
+def test_every_sam_handler_answers_a_sample_event(handler: str, local: LocalCodePipeline) -> None:
+    """Each ``Handler`` of sam/template.yaml, called with an event, reports a result."""
+    parameters, expected = SAMPLE_PARAMETERS[handler]
+    module, _, attribute = handler.rpartition(".")
+    flags = ["--user-parameters", parameters] if parameters is not None else []
+    code, documents, stderr = _invoke(
+        f"{module}:{attribute}", "--build-event", *flags, "--endpoint-url", local.endpoint_url
+    )
+    assert documents, stderr
+    final = documents[-1]
+    assert final["status"] == expected, stderr
+    if expected == "Failed":
+        assert code == 1
+        assert final["result"]["failureDetails"]["message"]
+
+
+def test_invoke_explains_an_event_the_local_codepipeline_refuses() -> None:
+    code, documents, stderr = _invoke(
+        "handlers.variables:handler", "--build-event", "--user-parameters", ""
+    )
+    assert code == 1
+    assert documents == []
+    assert "cpworker invoke: ValidationException:" in stderr
+    assert "UserParameters' failed to satisfy constraint" in stderr
