@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -71,3 +72,43 @@ def aws(local: LocalCodePipeline) -> Callable[..., Any]:
         )
 
     return client
+
+
+class _Recorder(logging.Handler):
+    """Keeps every formatted log line of the session, for the credentials scan."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _issued_credentials() -> set[str]:
+    """Every temporary credential moto's STS issued this session (the jobs' own)."""
+    from moto.sts.models import sts_backends
+
+    found: set[str] = set()
+    for account in sts_backends.values():
+        for backend in account.values():
+            for role in backend.assumed_roles:
+                found |= {role.access_key_id, role.secret_access_key, role.session_token}
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_credentials_in_any_log_line() -> Iterator[None]:
+    """After the whole session: no captured log line carries a job's artifact credentials."""
+    recorder = _Recorder()
+    recorder.setFormatter(logging.Formatter("%(name)s %(message)s %(exc_text)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(recorder)
+    root.setLevel(logging.INFO)
+    yield
+    root.removeHandler(recorder)
+    root.setLevel(previous)
+    issued = _issued_credentials()  # empty when only unit tests ran
+    leaks = [line for line in recorder.lines if any(secret in line for secret in issued)]
+    assert leaks == [], f"{len(leaks)} log lines carry artifact credentials: {leaks[:3]}"
