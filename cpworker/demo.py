@@ -24,16 +24,12 @@ from cpworker.local.server import LocalCodePipeline
 from cpworker.testing import (
     action_execution,
     custom_action,
-    pipeline_declaration,
-    upload_source,
+    start_pipeline,
     zip_directory,
 )
 
 REGION = "us-east-1"
 PIPELINE = "cpworker-demo"
-ARTIFACT_BUCKET = "cpworker-demo-artifacts"
-SOURCE_BUCKET = "cpworker-demo-source"
-SOURCE_KEY = "sample-project.zip"
 SAMPLE_PROJECT = Path(__file__).resolve().parents[1] / "examples" / "sample-project"
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
 TIMEOUT_S = 120.0
@@ -111,11 +107,9 @@ def _prepare(endpoint_url: str) -> str:
     from handlers.build import app
 
     codepipeline, s3 = _client("codepipeline", endpoint_url), _client("s3", endpoint_url)
-    s3.create_bucket(Bucket=ARTIFACT_BUCKET)
     key_id = _client("kms", endpoint_url).create_key(Description="cpworker demo artifacts")[
         "KeyMetadata"
     ]["Arn"]
-    upload_source(s3, SOURCE_BUCKET, SOURCE_KEY, zip_directory(SAMPLE_PROJECT))
     app.register(codepipeline)
     build = custom_action(
         "Build",
@@ -127,18 +121,16 @@ def _prepare(endpoint_url: str) -> str:
         },
         outputs=("BuildOutput",),
     )
-    declaration = pipeline_declaration(
+    # CreatePipeline starts the first execution itself, as CodePipeline does.
+    run = start_pipeline(
+        codepipeline,
+        s3,
         PIPELINE,
-        artifact_bucket=ARTIFACT_BUCKET,
-        source_bucket=SOURCE_BUCKET,
-        source_key=SOURCE_KEY,
+        source=zip_directory(SAMPLE_PROJECT),
         actions=[build],
         encryption_key_id=key_id,
     )
-    codepipeline.create_pipeline(pipeline=declaration)
-    # CreatePipeline starts the first execution itself, as CodePipeline does.
-    summaries = codepipeline.list_pipeline_executions(pipelineName=PIPELINE)
-    return str(summaries["pipelineExecutionSummaries"][0]["pipelineExecutionId"])
+    return run.execution_id
 
 
 def run_demo() -> int:

@@ -200,3 +200,12 @@ def bounded(text: str, limit: int | None) -> str:
 
 
 Result = Success | Continue | Failure
+
+
+def outcome_of(result: Result) -> str:
+    """A result in one word for logs and metrics: success, continue or failure:<type>."""
+    if isinstance(result, Continue):
+        return "continue"
+    if isinstance(result, Success):
+        return "success"
+    return f"failure:{result.type.value}"

@@ -22,6 +22,7 @@ import io
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ from botocore.exceptions import ClientError
 
 __all__ = [
     "SOURCE_ARTIFACT",
+    "PipelineRun",
     "action_execution",
     "action_state",
     "custom_action",
     "lambda_action",
     "pipeline_declaration",
+    "start_pipeline",
     "upload_source",
     "wait_for_execution",
     "zip_bytes",
@@ -226,3 +229,71 @@ def action_execution(
         if detail["actionName"] == action:
             return dict(detail)
     raise KeyError(f"execution {execution_id} of {pipeline_name} has no action {action!r}")
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One execution of a pipeline, and what its actions did.
+
+    ``action`` names the action that ``action_state`` / ``action_output`` look at
+    when called without one.
+    """
+
+    codepipeline: Any
+    name: str
+    execution_id: str
+    action: str | None = None
+
+    def wait(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """The final ``pipelineExecution`` (see :func:`wait_for_execution`)."""
+        return wait_for_execution(
+            self.codepipeline, self.name, self.execution_id, timeout_s=timeout_s
+        )
+
+    def action_state(self, action: str | None = None) -> dict[str, Any]:
+        """GetPipelineState's ``latestExecution`` of the action (summary, errorDetails...)."""
+        return action_state(self.codepipeline, self.name, self._named(action))
+
+    def action_output(self, action: str | None = None) -> dict[str, Any]:
+        """ListActionExecutions' ``output`` of the action (outputVariables, executionResult)."""
+        detail = action_execution(
+            self.codepipeline, self.name, self.execution_id, self._named(action)
+        )
+        return dict(detail.get("output", {}))
+
+    def _named(self, action: str | None) -> str:
+        name = action or self.action
+        if name is None:
+            raise ValueError("name the action: this run has no default action")
+        return name
+
+
+def start_pipeline(
+    codepipeline: Any,
+    s3: Any,
+    name: str,
+    *,
+    source: bytes,
+    actions: Sequence[Mapping[str, Any]],
+    encryption_key_id: str | None = None,
+) -> PipelineRun:
+    """Create buckets ``<name>-src`` / ``<name>-store``, the source object and the pipeline.
+
+    Returns its first execution, which CreatePipeline starts.
+    """
+    upload_source(s3, f"{name}-src", "source.zip", source)
+    s3.create_bucket(Bucket=f"{name}-store")
+    codepipeline.create_pipeline(
+        pipeline=pipeline_declaration(
+            name,
+            artifact_bucket=f"{name}-store",
+            source_bucket=f"{name}-src",
+            source_key="source.zip",
+            actions=actions,
+            encryption_key_id=encryption_key_id,
+        )
+    )
+    summaries = codepipeline.list_pipeline_executions(pipelineName=name)
+    execution_id = summaries["pipelineExecutionSummaries"][0]["pipelineExecutionId"]
+    only = actions[0]["name"] if len(actions) == 1 else None
+    return PipelineRun(codepipeline, name, execution_id, only)

@@ -24,7 +24,7 @@ from cpworker.errors import FailureType
 from cpworker.logs import JobLogger, logger
 from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS, scrub
-from cpworker.result import Continue, Failure, Result, Success
+from cpworker.result import Failure, Result, outcome_of
 from cpworker.sources.jobdata import JobContext, build_job, log_fields, secrets_of
 from cpworker.workspace import job_workspace
 
@@ -241,7 +241,7 @@ class Worker:
         if not flight.claim_report():
             flight.log.warning("result dropped: the job was already reported at shutdown")
             return
-        outcome = _outcome(result)
+        outcome = outcome_of(result)
         try:
             self.api.put_result(flight.envelope.id, result)
         except Exception as exc:  # noqa: BLE001 - logged loudly below
@@ -274,11 +274,3 @@ class Worker:
                 ),
             )
         log.info("worker stopped", extra={"abandoned": len(left)})
-
-
-def _outcome(result: Result) -> str:
-    if isinstance(result, Continue):
-        return "continue"
-    if isinstance(result, Success):
-        return "success"
-    return f"failure:{result.type.value}"

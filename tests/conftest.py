@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -72,6 +73,25 @@ def aws(local: LocalCodePipeline) -> Callable[..., Any]:
         )
 
     return client
+
+
+@pytest.fixture
+def function(local: LocalCodePipeline) -> Iterator[Callable[..., str]]:
+    """Factory: map a unique FunctionName to a handler reference; unmapped afterwards.
+
+    ``function("module:attr" or "path/file.py:attr", timeout_s=..., environment=...)``.
+    """
+    names: list[str] = []
+
+    def register(handler_ref: str, **options: Any) -> str:
+        name = f"fn-{uuid.uuid4().hex[:10]}"
+        local.engine.register_function(name, handler_ref, **options)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        local.engine.unregister_function(name)
 
 
 class _Recorder(logging.Handler):

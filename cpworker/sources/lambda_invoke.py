@@ -36,7 +36,7 @@ from cpworker.app import ActionSpec, run_handler
 from cpworker.logs import LOGGER_NAME, RedactingFormatter, logger
 from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS
-from cpworker.result import Continue, Failure, Result, Success, resume
+from cpworker.result import Failure, Result, outcome_of, resume
 from cpworker.sources.jobdata import JobContext, build_job, log_fields, secrets_of
 from cpworker.workspace import job_workspace
 
@@ -153,7 +153,7 @@ class LambdaRuntime:
         )
 
     def _report(self, job_id: str, result: Result, log: Any) -> str:
-        outcome = _outcome(result)
+        outcome = outcome_of(result)
         api = CodePipelineAPI(
             _client(os.environ.get("AWS_REGION")),
             RetryPolicy(attempts=self.settings.report_attempts, max_elapsed_s=20.0),
@@ -196,14 +196,6 @@ def _within(budget_s: float, call: Callable[[], Result]) -> Result | None:
 def _remaining_s(context: Any) -> float:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     return remaining() / 1000 if callable(remaining) else 900.0
-
-
-def _outcome(result: Result) -> str:
-    if isinstance(result, Continue):
-        return "continue"
-    if isinstance(result, Success):
-        return "success"
-    return f"failure:{result.type.value}"
 
 
 @cache

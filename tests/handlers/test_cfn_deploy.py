@@ -85,9 +85,11 @@ def test_creates_the_stack_across_continuations_then_publishes_its_outputs(
     described = aws("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     bucket = described["Outputs"][0]["OutputValue"]
-    assert run.output("Deploy")["outputVariables"] == {"BucketName": bucket}
-    assert run.state("Deploy")["summary"] == f"stack {stack} create complete (CREATE_COMPLETE)"
-    assert run.state("Deploy")["externalExecutionId"] == described["StackId"]
+    assert run.action_output("Deploy")["outputVariables"] == {"BucketName": bucket}
+    assert (
+        run.action_state("Deploy")["summary"] == f"stack {stack} create complete (CREATE_COMPLETE)"
+    )
+    assert run.action_state("Deploy")["externalExecutionId"] == described["StackId"]
     # Two invocations: the first started the create and continued, the second watched it.
     assert "stack operation started" in caplog.text
     assert "CREATE_COMPLETE" in caplog.text
@@ -101,14 +103,17 @@ def test_deploying_again_updates_and_an_unchanged_stack_succeeds_at_once(
     # A changed parameter is an update, watched to UPDATE_COMPLETE.
     updated = deploy(stack, TAGGED_TEMPLATE, parameters={"Team": "b"})
     assert updated.wait()["status"] == "Succeeded"
-    assert updated.state("Deploy")["summary"] == f"stack {stack} update complete (UPDATE_COMPLETE)"
+    assert (
+        updated.action_state("Deploy")["summary"]
+        == f"stack {stack} update complete (UPDATE_COMPLETE)"
+    )
     # The same template and parameters: "No updates are to be performed." is a success.
     unchanged = deploy(stack, TAGGED_TEMPLATE, parameters={"Team": "b"})
     assert unchanged.wait()["status"] == "Succeeded"
-    assert unchanged.state("Deploy")["summary"] == (
+    assert unchanged.action_state("Deploy")["summary"] == (
         f"stack {stack} is up to date: no updates to perform"
     )
-    queue = unchanged.output("Deploy")["outputVariables"]["QueueName"]
+    queue = unchanged.action_output("Deploy")["outputVariables"]["QueueName"]
     assert queue.startswith(stack)
     parameters = aws("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]["Parameters"]
     assert parameters == [{"ParameterKey": "Team", "ParameterValue": "b"}]
@@ -125,7 +130,7 @@ def test_a_template_cloudformation_refuses_fails_with_its_reason(
     stack = stack_name()
     run = deploy(stack, template)
     assert run.wait()["status"] == "Failed"
-    details = run.state("Deploy")["errorDetails"]
+    details = run.action_state("Deploy")["errorDetails"]
     assert details["code"] == "JobFailed"
     assert details["message"].startswith(
         f"CloudFormation refused to create stack {stack}: BucketAlreadyExists: "
@@ -147,7 +152,7 @@ def test_a_bad_configuration_is_a_configuration_error(
 ) -> None:
     run = deploy(parameters.pop("stack", stack_name()), **parameters)
     assert run.wait()["status"] == "Failed"
-    details = run.state("Deploy")["errorDetails"]
+    details = run.action_state("Deploy")["errorDetails"]
     assert details["code"] == "ConfigurationError"
     assert problem in details["message"]
 
@@ -158,7 +163,7 @@ def test_user_parameters_that_are_not_json_are_a_configuration_error(
     action = lambda_action("Deploy", function_name=function(HANDLER), user_parameters="my-stack")
     run = start_pipeline([action])
     assert run.wait()["status"] == "Failed"
-    details = run.state("Deploy")["errorDetails"]
+    details = run.action_state("Deploy")["errorDetails"]
     assert details["code"] == "ConfigurationError"
     assert "configuration property 'stack' is required" in details["message"]
 
@@ -221,7 +226,7 @@ def test_the_unmodified_guide_sample_fails_on_python_3(deploy: Callable[..., Run
     """Written for Python 2.7: ``zip.read`` gives bytes, which botocore refuses as TemplateBody."""
     run = deploy(stack_name(), handler=f"{GUIDE_SAMPLE}:lambda_handler")
     assert run.wait()["status"] == "Failed"
-    message = run.state("Deploy")["errorDetails"]["message"]
+    message = run.action_state("Deploy")["errorDetails"]["message"]
     assert message.startswith("Function exception: Parameter validation failed:")
     assert "Invalid type for parameter TemplateBody" in message
 

@@ -65,19 +65,22 @@ def check(function: Register, start_pipeline: Callable[..., Run]) -> Callable[[s
 def test_a_plain_url_that_answers_200_succeeds(check: Callable[[str], Run], site: str) -> None:
     run = check(f"{site}/other")
     assert run.wait()["status"] == "Succeeded"
-    assert run.state("Check")["summary"] == f"{site}/other answered 200"
+    assert run.action_state("Check")["summary"] == f"{site}/other answered 200"
 
 
 def test_the_expected_text_on_the_page_succeeds(check: Callable[[str], Run], site: str) -> None:
     run = check(json.dumps({"url": f"{site}/welcome", "expect": "Welcome", "timeoutSeconds": 5}))
     assert run.wait()["status"] == "Succeeded"
-    assert run.state("Check")["summary"] == f"{site}/welcome answered 200 and contains 'Welcome'"
+    assert (
+        run.action_state("Check")["summary"]
+        == f"{site}/welcome answered 200 and contains 'Welcome'"
+    )
 
 
 def test_a_page_without_the_expected_text_fails(check: Callable[[str], Run], site: str) -> None:
     run = check(json.dumps({"url": f"{site}/other?token=s3cr3t-value", "expect": "Welcome"}))
     assert run.wait()["status"] == "Failed"
-    error = run.state("Check")["errorDetails"]["message"]
+    error = run.action_state("Check")["errorDetails"]["message"]
     assert error == f"expected text 'Welcome' not found in {site}/other"
     assert "s3cr3t-value" not in error  # the query string may carry tokens: never shown
 
@@ -85,7 +88,7 @@ def test_a_page_without_the_expected_text_fails(check: Callable[[str], Run], sit
 def test_a_404_fails_with_the_status(check: Callable[[str], Run], site: str) -> None:
     run = check(f"{site}/missing")
     assert run.wait()["status"] == "Failed"
-    assert run.state("Check")["errorDetails"]["message"] == (
+    assert run.action_state("Check")["errorDetails"]["message"] == (
         f"{site}/missing answered HTTP 404, expected 200"
     )
 
@@ -105,7 +108,7 @@ def test_a_bad_configuration_is_a_configuration_error(
 ) -> None:
     run = check(user_parameters)
     assert run.wait()["status"] == "Failed"
-    details = run.state("Check")["errorDetails"]
+    details = run.action_state("Check")["errorDetails"]
     assert details["code"] == "ConfigurationError"
     assert problem.lower() in details["message"].lower()
     assert "pw@" not in details["message"]
@@ -117,6 +120,6 @@ def test_an_unreachable_site_fails_with_the_reason(check: Callable[[str], Run]) 
         port = probe.getsockname()[1]
     run = check(f"http://127.0.0.1:{port}/")
     assert run.wait()["status"] == "Failed"
-    error = run.state("Check")["errorDetails"]["message"]
+    error = run.action_state("Check")["errorDetails"]["message"]
     assert error.startswith(f"could not reach http://127.0.0.1:{port}/: ")
     assert "refused" in error.lower()

@@ -60,7 +60,7 @@ def test_a_downstream_action_sees_the_variables_resolved(
 
         # Then the downstream job carried the values the variables action published
         assert run.wait()["status"] == "Succeeded"
-        variables = run.output("Variables")["outputVariables"]
+        variables = run.action_output("Variables")["outputVariables"]
         assert set(variables) == {"testRunId", "dateTime", "region"}
         assert uuid.UUID(variables["testRunId"]).version == 4
         assert variables["region"] == "us-east-1"

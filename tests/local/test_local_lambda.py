@@ -8,7 +8,7 @@ import logging
 import os
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +25,9 @@ Register = Callable[..., str]
 
 
 @pytest.fixture
-def function(local: LocalCodePipeline) -> Iterator[Register]:
-    """Register a function of cpw_lambda_functions.py under a unique FunctionName."""
-    names: list[str] = []
-
-    def register(handler: str, **options: Any) -> str:
-        name = f"{handler}-{uuid.uuid4().hex[:8]}"
-        local.engine.register_function(name, f"{FUNCTIONS_FILE}:{handler}", **options)
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        local.engine.unregister_function(name)
+def function(function: Register) -> Register:
+    """Register a function of cpw_lambda_functions.py, by name, under a unique FunctionName."""
+    return lambda handler, **options: function(f"{FUNCTIONS_FILE}:{handler}", **options)
 
 
 @pytest.fixture

@@ -6,50 +6,23 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cpw_test_apps import app
 
-from cpworker import ActionApp
+from cpworker import ActionApp, testing
 from cpworker.api import CodePipelineAPI, RetryPolicy
 from cpworker.local.server import LocalCodePipeline
-from cpworker.testing import (
-    action_execution,
-    action_state,
-    custom_action,
-    pipeline_declaration,
-    upload_source,
-    wait_for_execution,
-    zip_bytes,
-)
+from cpworker.testing import PipelineRun, custom_action, zip_bytes
 from cpworker.worker import Worker, WorkerSettings
 
 APPS_DIR = Path(__file__).parent
 DEFAULT_SOURCE = {"README.md": "hello\n", "src/main.py": "print('hi')\n"}
 
 
-@dataclass(frozen=True)
-class Run:
-    """A pipeline started by a test, and how to wait for it."""
-
-    name: str
-    execution_id: str
-    codepipeline: Any
-
-    def wait(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        return wait_for_execution(
-            self.codepipeline, self.name, self.execution_id, timeout_s=timeout_s
-        )
-
-    def action_state(self, action: str = "Act") -> dict[str, Any]:
-        return action_state(self.codepipeline, self.name, action)
-
-    def action_output(self, action: str = "Act") -> dict[str, Any]:
-        detail = action_execution(self.codepipeline, self.name, self.execution_id, action)
-        return dict(detail.get("output", {}))
+Run = PipelineRun
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +58,6 @@ def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., R
         action: dict[str, Any] | None = None,
     ) -> Run:
         name = f"t-{provider.lower()}-{uuid.uuid4().hex[:8]}"
-        s3, codepipeline = aws("s3"), aws("codepipeline")
-        upload_source(s3, f"{name}-src", "source.zip", source or zip_bytes(DEFAULT_SOURCE))
-        s3.create_bucket(Bucket=f"{name}-store")
         action = action or custom_action(
             "Act",
             provider=provider,
@@ -95,19 +65,14 @@ def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., R
             configuration=configuration or {},
             outputs=outputs,
         )
-        codepipeline.create_pipeline(
-            pipeline=pipeline_declaration(
-                name,
-                artifact_bucket=f"{name}-store",
-                source_bucket=f"{name}-src",
-                source_key="source.zip",
-                actions=[action],
-                encryption_key_id=encryption_key_id,
-            )
+        return testing.start_pipeline(
+            aws("codepipeline"),
+            aws("s3"),
+            name,
+            source=source or zip_bytes(DEFAULT_SOURCE),
+            actions=[action],
+            encryption_key_id=encryption_key_id,
         )
-        executions = codepipeline.list_pipeline_executions(pipelineName=name)
-        execution_id = executions["pipelineExecutionSummaries"][0]["pipelineExecutionId"]
-        return Run(name, execution_id, codepipeline)
 
     return start
 

@@ -8,16 +8,14 @@ import json
 import logging
 import re
 import time
-import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import APPS_DIR, Run
 
-from cpworker.local.server import LocalCodePipeline
 from cpworker.testing import lambda_action, zip_bytes
 from cpworker.worker import Worker
 from handlers.build import app as build_app
@@ -28,22 +26,6 @@ PROJECT = {
     "words.txt": "one two three\n",
 }
 BUILD_CONFIG = {"ProjectName": "demo", "Command": "sh build.sh", "OutputDirectory": "dist"}
-
-
-@pytest.fixture
-def function(local: LocalCodePipeline) -> Iterator[Callable[..., str]]:
-    """Factory: map a unique FunctionName to a handler reference; unmapped afterwards."""
-    names: list[str] = []
-
-    def register(reference: str, **options: Any) -> str:
-        name = f"fn-{uuid.uuid4().hex[:8]}"
-        local.engine.register_function(name, reference, **options)
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        local.engine.unregister_function(name)
 
 
 def _output_files(run: Run, aws: Callable[..., Any]) -> list[str]:
