@@ -17,8 +17,7 @@ from typing import Any
 from cpworker.testing import (
     action_state,
     custom_action,
-    pipeline_declaration,
-    upload_source,
+    start_pipeline,
     wait_for_execution,
     zip_bytes,
 )
@@ -95,19 +94,16 @@ class Lab:
     ) -> tuple[str, str]:
         """Create buckets, the source object and a pipeline; (name, first execution id)."""
         name = f"{suffix}-{self.uid}"
-        upload_source(self.s3, f"src-{name}", "app.zip", source or zip_bytes(SOURCE_FILES))
-        self.s3.create_bucket(Bucket=f"art-{name}")
-        declaration = pipeline_declaration(
+        run = start_pipeline(
+            self.codepipeline,
+            self.s3,
             name,
-            artifact_bucket=f"art-{name}",
-            source_bucket=f"src-{name}",
-            source_key="app.zip",
+            source=source or zip_bytes(SOURCE_FILES),
             actions=actions,
             encryption_key_id=encryption_key_id,
         )
-        self.codepipeline.create_pipeline(pipeline=declaration)
         self.pipelines.append(name)
-        return name, self.executions(name)[0]["pipelineExecutionId"]
+        return name, run.execution_id
 
     @staticmethod
     def action(type_id: dict[str, str], name: str = "Build", **kwargs: Any) -> dict[str, Any]:

@@ -71,31 +71,31 @@ def test_source_bytes_are_copied_unchanged_with_the_etag_as_revision(
 
     bucket, key = input_object(lab, job)
     assert lab.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == source
-    etag = lab.s3.head_object(Bucket=f"src-{name}", Key="app.zip")["ETag"].strip('"')
+    etag = lab.s3.head_object(Bucket=f"{name}-src", Key="source.zip")["ETag"].strip('"')
     assert job["data"]["inputArtifacts"][0]["revision"] == etag
 
 
 def test_versioned_source_uses_the_version_id_as_revision(lab: Lab) -> None:
     type_id = lab.action_type()
-    bucket = f"src-v-{lab.uid}"  # the source bucket Lab.pipeline(suffix="v") uses
+    bucket = f"v-{lab.uid}-src"  # the source bucket Lab.pipeline(suffix="v") uses
     lab.s3.create_bucket(Bucket=bucket)
     lab.s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     lab.pipeline([lab.action(type_id)], suffix="v")
 
     job = lab.poll(type_id)[0]
 
-    version = lab.s3.head_object(Bucket=bucket, Key="app.zip")["VersionId"]
+    version = lab.s3.head_object(Bucket=bucket, Key="source.zip")["VersionId"]
     assert job["data"]["inputArtifacts"][0]["revision"] == version
 
 
 def test_missing_source_object_fails_the_source_action(lab: Lab) -> None:
     type_id = lab.action_type()
     name, _ = lab.pipeline([lab.action(type_id)])
-    lab.s3.delete_object(Bucket=f"src-{name}", Key="app.zip")
+    lab.s3.delete_object(Bucket=f"{name}-src", Key="source.zip")
 
     execution_id = lab.codepipeline.start_pipeline_execution(name=name)["pipelineExecutionId"]
 
     assert lab.wait(name, execution_id)["status"] == "Failed"
     error = lab.action_state(name, "Source")["errorDetails"]
     assert error["code"] == "RevisionUnavailable"
-    assert f"s3://src-{name}/app.zip" in error["message"]
+    assert f"s3://{name}-src/source.zip" in error["message"]

@@ -50,7 +50,7 @@ def test_full_manual_job_lifecycle(lab: Lab, local: Any) -> None:
     assert context["pipelineArn"] == f"arn:aws:codepipeline:us-east-1:123456789012:{name}"
     assert data["encryptionKey"]["type"] == "KMS"
     output = data["outputArtifacts"][0]["location"]["s3Location"]
-    assert output["bucketName"] == f"art-{name}"
+    assert output["bucketName"] == f"{name}-store"
     assert output["objectKey"].startswith(f"{name[:20]}/BuildOutpu/")
 
     # Then the input artifact downloads with the job's own credentials
