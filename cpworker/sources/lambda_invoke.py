@@ -21,11 +21,12 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -39,6 +40,9 @@ from cpworker.redact import SECRETS
 from cpworker.result import Failure, Result, outcome_of, resume
 from cpworker.sources.jobdata import JobContext, build_job, log_fields, secrets_of
 from cpworker.workspace import job_workspace
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 EVENT_KEY = "CodePipeline.job"
 DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
@@ -99,9 +103,10 @@ class LambdaRuntime:
         request_id = str(getattr(context, "aws_request_id", "") or "")
         log = logger("cpworker.job", **log_fields(envelope), function_request_id=request_id)
         log.info("job received")
-        with SECRETS.active(secrets):
+        with SECRETS.active(secrets), _traced(self.spec.name, envelope.id) as annotate:
             result = self._run(envelope, values, secrets, context, log)
             outcome = self._report(envelope.id, result, log)
+            annotate("outcome", outcome)
         duration_ms = (time.monotonic() - started) * 1000
         log.info("result reported", extra={"outcome": outcome, "duration_s": duration_ms / 1000})
         _emit_metrics(outcome, duration_ms)
@@ -228,6 +233,28 @@ def _configure_logging() -> None:
     for name in names:
         logging.getLogger(name)
     copy_config_to_registered_loggers(source_logger=power, include=names)
+
+
+@cache
+def _tracer() -> Tracer | None:
+    """Powertools' Tracer when ``CPWORKER_TRACING=true`` (it needs aws-xray-sdk)."""
+    if os.environ.get("CPWORKER_TRACING", "").lower() != "true":
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", LOGGER_NAME))
+
+
+@contextmanager
+def _traced(action: str, job_id: str) -> Iterator[Callable[[str, str], None]]:
+    """An X-Ray subsegment ``## <action>`` around the job, annotated with its id and outcome."""
+    tracer = _tracer()
+    if tracer is None:
+        yield lambda _key, _value: None
+        return
+    with tracer.provider.in_subsegment(name=f"## {action}") as subsegment:
+        subsegment.put_annotation(key="job_id", value=job_id)
+        yield lambda key, value: subsegment.put_annotation(key=key, value=value)
 
 
 def _emit_metrics(outcome: str, duration_ms: float) -> None:

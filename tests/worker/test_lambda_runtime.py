@@ -7,7 +7,9 @@ import io
 import json
 import logging
 import re
+import socket
 import time
+import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -125,3 +127,35 @@ def test_lambda_logs_never_carry_credentials_or_secret_parameters(
     for secret in secrets:
         assert secret not in caplog.text
         assert secret not in message
+
+
+def test_tracing_sends_a_subsegment_per_job_to_the_xray_daemon(
+    start_pipeline: Callable[..., Run], function: Callable[..., str]
+) -> None:
+    # Given an X-Ray daemon on loopback, and a function with tracing enabled
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as daemon:
+        daemon.bind(("127.0.0.1", 0))
+        daemon.settimeout(20)
+        port = daemon.getsockname()[1]
+        trace_id = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+        name = function(
+            f"{APPS}:sleep_lambda",
+            environment={
+                "CPWORKER_TRACING": "true",
+                "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{port}",
+                "_X_AMZN_TRACE_ID": f"Root={trace_id};Parent={uuid.uuid4().hex[:16]};Sampled=1",
+            },
+        )
+        # When a job runs
+        action = lambda_action("Act", function_name=name, user_parameters='{"Seconds": 0}')
+        run = start_pipeline("lambda", action=action)
+        assert run.wait(timeout_s=30)["status"] == "Succeeded"
+        # Then the daemon receives the job's subsegment, annotated with its outcome
+        documents = []
+        while not any(d.get("name") == "## sleep" for d in documents):
+            packet = daemon.recv(65536).decode()
+            documents.append(json.loads(packet.split("\n", 1)[1]))
+    segment = next(d for d in documents if d.get("name") == "## sleep")
+    assert segment["trace_id"] == trace_id
+    assert segment["annotations"]["outcome"] == "success"
+    assert re.fullmatch(r"[0-9a-f-]{36}", segment["annotations"]["job_id"])
