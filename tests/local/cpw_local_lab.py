@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
+
 from cpworker.testing import (
     action_state,
     custom_action,
@@ -135,6 +137,18 @@ class Lab:
             )["jobs"]
             time.sleep(0.02)
         return jobs
+
+    def job_s3(self, data: dict[str, Any]) -> Any:
+        """An S3 client signing with a job's own artifact credentials, as a worker does."""
+        credentials = data["artifactCredentials"]
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3.meta.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=credentials["accessKeyId"],
+            aws_secret_access_key=credentials["secretAccessKey"],
+            aws_session_token=credentials["sessionToken"],
+        )
 
     def claim(self, type_id: dict[str, str], **kwargs: Any) -> dict[str, Any]:
         """Poll one job and acknowledge it, as a worker does."""

@@ -7,7 +7,6 @@ import uuid
 import zipfile
 from typing import Any
 
-import boto3
 import pytest
 from cpw_local_lab import SOURCE_FILES, Lab
 
@@ -54,15 +53,7 @@ def test_full_manual_job_lifecycle(lab: Lab, local: Any) -> None:
     assert output["objectKey"].startswith(f"{name[:20]}/BuildOutpu/")
 
     # Then the input artifact downloads with the job's own credentials
-    creds = data["artifactCredentials"]
-    job_s3 = boto3.client(
-        "s3",
-        endpoint_url=local.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=creds["accessKeyId"],
-        aws_secret_access_key=creds["secretAccessKey"],
-        aws_session_token=creds["sessionToken"],
-    )
+    job_s3 = lab.job_s3(data)
     location = data["inputArtifacts"][0]["location"]["s3Location"]
     body = job_s3.get_object(Bucket=location["bucketName"], Key=location["objectKey"])["Body"]
     with zipfile.ZipFile(io.BytesIO(body.read())) as archive:

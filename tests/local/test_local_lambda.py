@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cpw_local_lab import Lab
 
@@ -211,15 +210,7 @@ def test_output_artifact_written_with_the_job_credentials_reaches_the_next_actio
     job = lab.claim(type_id)
 
     data = job["data"]
-    credentials = data["artifactCredentials"]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=local.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=credentials["accessKeyId"],
-        aws_secret_access_key=credentials["secretAccessKey"],
-        aws_session_token=credentials["sessionToken"],
-    )
+    s3 = lab.job_s3(data)
     location = data["inputArtifacts"][0]["location"]["s3Location"]
     obj = s3.get_object(Bucket=location["bucketName"], Key=location["objectKey"])
     assert obj["ServerSideEncryption"] == "aws:kms"
