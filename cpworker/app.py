@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 Handler = Callable[[Job[Any]], Result | None]
 LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, str]]
 OnTimeout = Literal["fail", "continue"]
+OnShutdown = Literal["fail", "continue"]
+DEFAULT_TIMEOUT_S = 3600.0
 HandlerT = TypeVar("HandlerT", bound=Handler)
 Counts = tuple[int, int]
 MAX_ARTIFACTS = 5  # ArtifactDetails.maximumCount is 0-5
@@ -60,6 +63,8 @@ class ActionSpec:
     outputs: Counts
     settings: ActionSettings
     on_timeout: OnTimeout = "fail"
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    on_shutdown: OnShutdown = "fail"
 
     @property
     def queryable(self) -> ConfigProperty | None:
@@ -128,16 +133,32 @@ class ActionApp:
         name: str | None = None,
         settings: ActionSettings | None = None,
         on_timeout: OnTimeout = "fail",
+        timeout: float | timedelta = DEFAULT_TIMEOUT_S,
+        on_shutdown: OnShutdown = "fail",
     ) -> Callable[[HandlerT], HandlerT]:
         """Register the decorated function as the handler of a custom action type.
 
-        ``on_timeout`` says what a Lambda invocation reports when the handler has not
-        returned shortly before the Lambda timeout: ``"fail"`` (a JobFailed failure)
-        or ``"continue"`` (a continuation, so the next invocation runs the step again
-        from the state the previous step returned — the handler must be idempotent).
+        ``timeout`` (seconds or a ``timedelta``; default one hour) bounds one step of
+        the action: at that deadline ``cpworker serve`` stops the handler (it kills
+        its process group) and reports per ``on_timeout``. The Lambda runtime's
+        deadline is the function's own timeout less a margin.
+
+        ``on_timeout`` says what is reported when the handler has not returned by
+        its deadline: ``"fail"`` (``JobFailed: timed out after N s``) or
+        ``"continue"`` (a continuation, so the next job runs the step again from the
+        state the previous step returned — the handler must be idempotent).
+
+        ``on_shutdown`` says what ``cpworker serve`` reports for a job still running
+        when the worker stops (drain timeout, or a worker found dead on restart):
+        ``"fail"`` (SystemUnavailable) or ``"continue"`` (the step is handed back
+        with a continuation and runs again on any worker, from the last state).
         """
-        if on_timeout not in ("fail", "continue"):
-            raise ValueError(f"on_timeout={on_timeout!r} is invalid: use 'fail' or 'continue'")
+        for option, value in (("on_timeout", on_timeout), ("on_shutdown", on_shutdown)):
+            if value not in ("fail", "continue"):
+                raise ValueError(f"{option}={value!r} is invalid: use 'fail' or 'continue'")
+        timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        if not timeout_s > 0:
+            raise ValueError(f"timeout={timeout!r} is invalid: give a positive number of seconds")
         categories = shape("ActionCategory")["enum"]
         if category not in categories:
             raise ValueError(
@@ -169,6 +190,8 @@ class ActionApp:
                 counts_out,
                 settings or ActionSettings(),
                 on_timeout,
+                timeout_s,
+                on_shutdown,
             )
             return handler
 
