@@ -22,7 +22,7 @@ from handlers import cfn_deploy
 GUIDE = Path(__file__).parents[2] / "examples" / "guide"
 GUIDE_SAMPLE = GUIDE / "cloudformation_sample.py"
 GUIDE_TEMPLATE = (GUIDE / "template-package" / "template.json").read_text()
-# The User Guide's text, in ../shared beside the project (there in CI too).
+# The User Guide's text, in ../shared beside the project when there is one (there in CI).
 SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "000_6f698508a0caad18.txt"
 TEMPLATE_FILE = "template-package/template.json"
 HANDLER = "handlers.cfn_deploy:handler"
@@ -209,6 +209,9 @@ def test_a_stack_that_rolled_back_fails_with_its_status_and_first_cause(
 # -- the User Guide's own sample, unmodified --------------------------------------------
 
 
+@pytest.mark.skipif(
+    not SEED.is_file(), reason=f"the User Guide's text is not beside this clone ({SEED})"
+)
 def test_the_guide_sample_is_the_guides_code() -> None:
     """The sample file differs from the guide's text only in whitespace (and its header)."""
     lines = SEED.read_text().splitlines()
