@@ -4,11 +4,19 @@ Retries (tenacity: exponential backoff with full jitter, bounded in attempts and
 time) happen on throttling, 5xx answers and connection errors only. Answers
 that mean "this job is not yours any more" — InvalidNonce, JobNotFound,
 InvalidJobState, Validation — are never retried: repeating them cannot help.
+
+A retried report is *ambiguous* when an earlier attempt may have landed (the
+connection broke after the request was sent, or a 5xx came back): an
+InvalidJobState answer to a later attempt then usually means the first one was
+accepted. ``put_result`` checks such a job with GetJobDetails and says so
+(``Delivery.EARLIER_ATTEMPT``) instead of failing.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,12 +30,15 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from pydantic import ValidationError
 from tenacity import (
     before_sleep_log,
     retry,
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    stop_never,
+    stop_when_event_set,
     wait_random_exponential,
 )
 
@@ -55,6 +66,8 @@ NETWORK_ERRORS = (
     ConnectTimeoutError,
     ReadTimeoutError,
 )
+# Errors after which the request may have been processed although no answer came.
+MAYBE_LANDED = (ConnectionClosedError, ReadTimeoutError)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -84,15 +97,71 @@ class RetryPolicy:
     backoff_base_s: float = 0.2
     backoff_max_s: float = 20.0
 
-    def wrap(self, call: Callable[[], T]) -> T:
+    def wrap(self, call: Callable[[], T], abandon: threading.Event | None = None) -> T:
+        """``call()`` with retries; once ``abandon`` is set, no further attempt is made."""
+        stop = stop_after_attempt(self.attempts) | stop_after_delay(self.max_elapsed_s)
+        stop = stop | (stop_when_event_set(abandon) if abandon is not None else stop_never)
         retrying = retry(
             retry=retry_if_exception(is_retryable),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_elapsed_s),
+            stop=stop,
             wait=wait_random_exponential(multiplier=self.backoff_base_s, max=self.backoff_max_s),
+            sleep=_sleeper(abandon),
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
         )
         return retrying(call)()
+
+
+def _sleeper(abandon: threading.Event | None) -> Callable[[float], None]:
+    """Backoff waits that end early once ``abandon`` is set."""
+    flag = abandon or threading.Event()
+
+    def sleep(seconds: float) -> None:
+        flag.wait(seconds)
+
+    return sleep
+
+
+def _maybe_landed(exc: BaseException) -> bool:
+    if isinstance(exc, MAYBE_LANDED):
+        return True
+    return (
+        isinstance(exc, ClientError)
+        and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+    )
+
+
+class Delivery(enum.Enum):
+    """How a reported result reached CodePipeline."""
+
+    ACCEPTED = "accepted"
+    # A retry was refused with InvalidJobState after an attempt that may have landed,
+    # and the job exists: the earlier attempt was the one accepted.
+    EARLIER_ATTEMPT = "accepted by an earlier attempt"
+
+
+@dataclass(frozen=True)
+class MalformedJob:
+    """A polled job that cpworker cannot read; it is failed alone, never its batch."""
+
+    id: str | None
+    nonce: str | None
+    problem: str
+
+
+def malformed(job: Any, exc: ValidationError) -> MalformedJob:
+    """What is wrong with ``job``, naming fields only (values may hold secrets)."""
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'the job'}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False)[:5]
+    ]
+    raw = job if isinstance(job, Mapping) else {}
+    job_id, nonce = raw.get("id"), raw.get("nonce")
+    return MalformedJob(
+        job_id if isinstance(job_id, str) else None,
+        nonce if isinstance(nonce, str) else None,
+        "; ".join(problems),
+    )
 
 
 def codepipeline_client(
@@ -116,16 +185,27 @@ class CodePipelineAPI:
         self.policy = policy or RetryPolicy()
 
     def poll_for_jobs(
-        self, type_id: ActionTypeId, max_batch_size: int, query: Mapping[str, str] | None = None
-    ) -> list[JobEnvelope]:
+        self,
+        type_id: ActionTypeId,
+        max_batch_size: int,
+        query: Mapping[str, str] | None = None,
+        abandon: threading.Event | None = None,
+    ) -> list[JobEnvelope | MalformedJob]:
+        """The polled jobs; one that cannot be read comes back as a ``MalformedJob``."""
         request: dict[str, Any] = {
             "actionTypeId": type_id.model_dump(),
             "maxBatchSize": max_batch_size,
         }
         if query:
             request["queryParam"] = dict(query)
-        answer = self.policy.wrap(lambda: self.client.poll_for_jobs(**request))
-        return [JobEnvelope.model_validate(job) for job in answer.get("jobs", [])]
+        answer = self.policy.wrap(lambda: self.client.poll_for_jobs(**request), abandon)
+        jobs: list[JobEnvelope | MalformedJob] = []
+        for job in answer.get("jobs", []):
+            try:
+                jobs.append(JobEnvelope.model_validate(job))
+            except ValidationError as exc:
+                jobs.append(malformed(job, exc))
+        return jobs
 
     def acknowledge_job(self, job_id: str, nonce: str) -> str:
         answer = self.policy.wrap(lambda: self.client.acknowledge_job(jobId=job_id, nonce=nonce))
@@ -135,18 +215,60 @@ class CodePipelineAPI:
         answer = self.policy.wrap(lambda: self.client.get_job_details(jobId=job_id))
         return JobEnvelope.model_validate(answer["jobDetails"])
 
-    def put_result(self, job_id: str, result: Result) -> None:
+    def put_result(
+        self, job_id: str, result: Result, policy: RetryPolicy | None = None
+    ) -> Delivery:
         """Report ``result`` for ``job_id``: success, continuation or failure."""
-        if isinstance(result, Failure):
-            details: dict[str, Any] = {"type": result.type.value, "message": result.message}
-            if result.external_execution_id:
-                details["externalExecutionId"] = result.external_execution_id
-            self.policy.wrap(
-                lambda: self.client.put_job_failure_result(jobId=job_id, failureDetails=details)
-            )
-            return
-        request = success_request(result)
-        self.policy.wrap(lambda: self.client.put_job_success_result(jobId=job_id, **request))
+        return self.put_request(job_id, *result_request(result), policy=policy)
+
+    def put_request(
+        self,
+        job_id: str,
+        operation: str,
+        request: Mapping[str, Any],
+        policy: RetryPolicy | None = None,
+    ) -> Delivery:
+        """Send one PutJob*Result request (``result_request``'s form), with retries.
+
+        InvalidJobState after an attempt that may have landed is checked with
+        GetJobDetails: if the job is there, the earlier attempt was accepted.
+        """
+        method = getattr(self.client, OPERATION_METHODS[operation])
+        ambiguous = False
+
+        def attempt() -> None:
+            nonlocal ambiguous
+            try:
+                method(jobId=job_id, **request)
+            except Exception as exc:
+                ambiguous = ambiguous or _maybe_landed(exc)
+                raise
+
+        try:
+            (policy or self.policy).wrap(attempt)
+        except ClientError as exc:
+            if not (ambiguous and error_code(exc) == "InvalidJobStateException"):
+                raise
+            self.get_job_details(job_id)  # JobNotFound would mean it was never ours
+            return Delivery.EARLIER_ATTEMPT
+        return Delivery.ACCEPTED
+
+
+OPERATION_METHODS = {
+    "PutJobSuccessResult": "put_job_success_result",
+    "PutJobFailureResult": "put_job_failure_result",
+}
+
+
+def result_request(result: Result) -> tuple[str, dict[str, Any]]:
+    """The operation and members (besides jobId) that report ``result``; JSON-ready, so
+    the journal can keep a decided result and send it again after a crash."""
+    if isinstance(result, Failure):
+        details: dict[str, Any] = {"type": result.type.value, "message": result.message}
+        if result.external_execution_id:
+            details["externalExecutionId"] = result.external_execution_id
+        return "PutJobFailureResult", {"failureDetails": details}
+    return "PutJobSuccessResult", success_request(result)
 
 
 def success_request(result: Success | Continue) -> dict[str, Any]:
@@ -171,7 +293,7 @@ def success_request(result: Success | Continue) -> dict[str, Any]:
                 "changeIdentifier": revision.change_identifier,
             }
             if revision.created is not None:
-                current["created"] = revision.created
+                current["created"] = revision.created.timestamp()
             if revision.revision_summary:
                 current["revisionSummary"] = revision.revision_summary
             request["currentRevision"] = current

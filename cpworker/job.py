@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from cpworker.errors import ConfigurationError
 from cpworker.logs import JobLogger
@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from cpworker.artifacts import ArtifactCollection, InputArtifact, OutputArtifact
 
 ConfigT = TypeVar("ConfigT")
+
+
+class Flag(Protocol):
+    """A flag another thread or process sets (a ``threading`` or ``multiprocessing`` Event)."""
+
+    def is_set(self) -> bool: ...
 
 _current: ContextVar[Job[Any] | None] = ContextVar("cpworker_current_job", default=None)
 
@@ -55,7 +61,7 @@ class Job(Generic[ConfigT]):
     action_type: ActionTypeId | None = None
     pipeline: PipelineContext | None = None
     continuation_token: str | None = None
-    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
+    _stopping: Flag = field(default_factory=threading.Event, repr=False)
 
     @property
     def continuation(self) -> Any:

@@ -1,65 +1,104 @@
-"""The custom-action worker: poll, claim, run, report — with slots, backoff and drain.
+"""The custom-action worker: poll, claim, run, report — and never lose or hang a job.
 
-Order of a job: a slot is free → PollForJobs asks for at most that many jobs →
-AcknowledgeJob with the nonce (InvalidNonce: another worker has it, skip) → the
-handler runs in its own workspace → the result is reported, exactly once.
+A job's life (see the README, "Reliability"):
+
+1. A slot is free → PollForJobs asks for at most that many jobs; a job that
+   cannot be read is failed alone, never its batch.
+2. AcknowledgeJob with the nonce (InvalidNonce: another worker has it, skip).
+3. The job is journaled (``cpworker.journal``) before its handler starts.
+4. The handler runs in a child process (``cpworker.isolation``) with the
+   action's deadline; at the deadline its process group is killed and the job
+   fails (or continues, with ``on_timeout="continue"``).
+5. The result is reported exactly once, journaled before it is sent.
+6. On shutdown polling stops at once; jobs still running at the drain timeout are
+   handed back (``on_shutdown="continue"``) or failed, all reports in parallel.
+7. On start, jobs journaled by a worker that died are resolved first.
+
 The worker knows nothing about signals: the CLI turns them into ``shutdown()``.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import pickle
 import random
-import tempfile
+import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from cpworker.api import CodePipelineAPI, error_code
-from cpworker.app import ActionSpec, run_handler
+from botocore.exceptions import ClientError
+
+from cpworker.api import CodePipelineAPI, MalformedJob, RetryPolicy, error_code, result_request
+from cpworker.app import ActionSpec
 from cpworker.artifacts import ArtifactSettings
 from cpworker.errors import FailureType
+from cpworker.isolation import (
+    Isolation,
+    JobTask,
+    ProcessRunner,
+    Running,
+    ThreadRunner,
+    kill_session,
+)
+from cpworker.journal import Entry, Identity, Journal, default_state_dir, process_start
 from cpworker.logs import JobLogger, logger
 from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS, scrub
-from cpworker.result import Failure, Result, outcome_of
-from cpworker.sources.jobdata import JobContext, build_job, log_fields, secrets_of
+from cpworker.result import Continue, Failure, Result, outcome_of, resume
+from cpworker.sources.jobdata import DEFAULT_CREDENTIAL_REFRESH_S, log_fields, secrets_of
 from cpworker.workspace import job_workspace
 
 log = logger("cpworker.worker")
+GONE = frozenset({"InvalidJobStateException", "JobNotFoundException"})
+REFUSED = frozenset({"ValidationException", "OutputVariablesSizeExceededException"})
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
     """How a worker polls and runs jobs.
 
-    ==========================  =======  ==============================================
-    setting                     default  meaning
-    ==========================  =======  ==============================================
-    concurrency                 4        jobs run at once (one slot each)
-    poll_interval_min_s         0.5      first wait after an empty poll; doubles while idle
-    poll_interval_max_s         10.0     longest wait between polls when idle
-    drain_timeout_s             60.0     on shutdown, how long running jobs may finish
-    job_deadline_s              3600.0   ``job.deadline`` from acknowledgement
-    workspace_root              tmp      each job works in ``<root>/<job id>-<random>``
-    keep_workspace              False    keep job workspaces (debugging)
-    queries                     {}       action name → queryParam for PollForJobs
-    region / endpoint_url       None     where the artifact store's S3 is (boto3 chain)
-    ==========================  =======  ==============================================
+    ======================  ==========  ================================================
+    setting                 default     meaning
+    ======================  ==========  ================================================
+    concurrency             4           jobs run at once (one slot each)
+    isolation               "process"   ``process``: each job in a child process that a
+                                        deadline can kill; ``thread``: in a thread
+    poll_interval_min_s     0.5         first wait after an empty poll; doubles while idle
+    poll_interval_max_s     10.0        longest wait between polls when idle
+    drain_timeout_s         25.0        on shutdown, how long running jobs may finish
+                                        (fits the 30 s stop grace of ECS and Kubernetes)
+    report_timeout_s        4.0         on shutdown, the time for all hand-back reports
+    state_dir               per user    where the journal lives (must outlive the worker)
+    workspace_root          tmp         each job works in ``<root>/<job id>-<random>``
+    keep_workspace          False       keep job workspaces (debugging)
+    queries                 {}          action name → queryParam for PollForJobs
+    credential_refresh_s    900         renew a job's artifact credentials this often
+    region / endpoint_url   None        where CodePipeline and S3 are (boto3 chain)
+    profile                 None        AWS profile for the job processes' own clients
+    ======================  ==========  ================================================
     """
 
     concurrency: int = 4
+    isolation: Isolation = "process"
     poll_interval_min_s: float = 0.5
     poll_interval_max_s: float = 10.0
-    drain_timeout_s: float = 60.0
-    job_deadline_s: float = 3600.0
-    workspace_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "cpworker")
+    drain_timeout_s: float = 25.0
+    report_timeout_s: float = 4.0
+    state_dir: Path = field(default_factory=default_state_dir)
+    workspace_root: Path = field(default_factory=lambda: Path("/tmp") / "cpworker")  # noqa: S108
     keep_workspace: bool = False
     queries: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    credential_refresh_s: float = DEFAULT_CREDENTIAL_REFRESH_S
     region: str | None = None
     endpoint_url: str | None = None
+    profile: str | None = None
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
 
     def __post_init__(self) -> None:
@@ -67,17 +106,21 @@ class WorkerSettings:
             raise ValueError("concurrency must be at least 1")
         if not 0 < self.poll_interval_min_s <= self.poll_interval_max_s:
             raise ValueError("need 0 < poll_interval_min_s <= poll_interval_max_s")
+        if self.isolation not in ("process", "thread"):
+            raise ValueError(f"isolation={self.isolation!r} is invalid: use process or thread")
 
 
 class _InFlight:
-    """A running job; ``claim_report`` makes sure only one result is ever sent."""
+    """A claimed job; ``claim_report`` makes sure only one result is ever sent."""
 
-    def __init__(self, envelope: JobEnvelope, log: JobLogger) -> None:
+    def __init__(self, spec: ActionSpec, envelope: JobEnvelope, log: JobLogger) -> None:
+        self.spec = spec
         self.envelope = envelope
         self.log = log
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._reported = False
+        self._run: Running | None = None
 
     def claim_report(self) -> bool:
         with self._lock:
@@ -85,6 +128,18 @@ class _InFlight:
                 return False
             self._reported = True
             return True
+
+    def attach(self, run: Running) -> bool:
+        """Remember the handler's run; ``False`` if the job was handed back meanwhile."""
+        with self._lock:
+            self._run = run
+            return not self._reported
+
+    def kill(self) -> None:
+        with self._lock:
+            run = self._run
+        if run is not None:
+            run.kill()
 
 
 class Worker:
@@ -104,39 +159,55 @@ class Worker:
         self._stopping = threading.Event()
         self._slots = threading.Condition()
         self._running: dict[str, _InFlight] = {}
+        self._identity = Identity.of(os.getpid())
+        self._journal: Journal | None = None
+        if self.settings.isolation == "process":
+            _check_picklable(self.specs)
+        self._runner: ProcessRunner | ThreadRunner = (
+            ProcessRunner(self.specs) if self.settings.isolation == "process" else ThreadRunner(api)
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Poll and run jobs until ``shutdown()``; returns once draining is over."""
+        """Resolve what a dead worker left, then poll and run jobs until ``shutdown()``;
+        returns once draining is over."""
         self.settings.workspace_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        log.info(
-            "worker started",
-            extra={
-                "actions": [str(spec.type_id) for spec in self.specs],
-                "concurrency": self.settings.concurrency,
-            },
-        )
-        idle = 0
-        rotation = itertools.cycle(self.specs)
-        while not self._stopping.is_set():
-            received = sum(self._poll(next(rotation)) for _ in self.specs)
-            idle = 0 if received else idle + 1
-            if idle:
-                self._stopping.wait(self._idle_delay(idle))
-        self._drain()
+        self._journal = Journal(self.settings.state_dir, self._identity)
+        try:
+            log.info(
+                "worker started",
+                extra={
+                    "actions": [str(spec.type_id) for spec in self.specs],
+                    "concurrency": self.settings.concurrency,
+                    "isolation": self.settings.isolation,
+                    "worker": str(self._identity),
+                },
+            )
+            self._recover()
+            idle = 0
+            rotation = itertools.cycle(self.specs)
+            while not self._stopping.is_set():
+                received = sum(self._poll(next(rotation)) for _ in self.specs)
+                idle = 0 if received else idle + 1
+                if idle:
+                    self._stopping.wait(self._idle_delay(idle))
+            self._drain()
+        finally:
+            self._journal.close()
 
     def shutdown(self) -> None:
-        """Stop polling and let running jobs finish (idempotent, safe before ``run``)."""
+        """Stop polling now and tell running jobs (idempotent, safe before ``run``)."""
         if not self._stopping.is_set():
             log.info("worker stopping", extra={"running": len(self._running)})
         self._stopping.set()
+        self._runner.stopping.set()
         with self._slots:
             self._slots.notify_all()
 
     @property
     def running(self) -> int:
-        """How many jobs are running now."""
+        """How many jobs hold a slot now."""
         with self._slots:
             return len(self._running)
 
@@ -155,6 +226,12 @@ class Worker:
                 self._slots.wait()
             return self.settings.concurrency - len(self._running)
 
+    def _release(self, flight: _InFlight) -> None:
+        with self._slots:
+            if self._running.get(flight.envelope.id) is flight:
+                del self._running[flight.envelope.id]
+            self._slots.notify_all()
+
     # -- polling ---------------------------------------------------------------------------
 
     def _poll(self, spec: ActionSpec) -> int:
@@ -162,47 +239,69 @@ class Worker:
         if self._stopping.is_set() or free <= 0:
             return 0
         try:
-            jobs = self.api.poll_for_jobs(spec.type_id, free, self.settings.queries.get(spec.name))
-        except Exception as exc:  # noqa: BLE001 - a failed poll must not stop the worker
-            log.error(
-                "polling failed",
-                extra={"action_type": str(spec.type_id), "error": error_code(exc) or repr(exc)},
+            jobs = self.api.poll_for_jobs(
+                spec.type_id, free, self.settings.queries.get(spec.name), abandon=self._stopping
             )
+        except Exception as exc:  # noqa: BLE001 - a failed poll must not stop the worker
+            if not self._stopping.is_set():
+                log.error(
+                    "polling failed",
+                    extra={"action_type": str(spec.type_id), "error": error_code(exc) or repr(exc)},
+                )
             return 0
-        for envelope in jobs:
-            self._start(spec, envelope)
+        for job in jobs:
+            if self._stopping.is_set():
+                break  # never claim a job that cannot start: CodePipeline dispatches it again
+            if isinstance(job, MalformedJob):
+                self._reject(spec, job)
+            else:
+                self._start(spec, job)
         return len(jobs)
+
+    def _reject(self, spec: ActionSpec, job: MalformedJob) -> None:
+        """Fail a job that cannot be read, so that it is not polled again for ever."""
+        job_log = logger("cpworker.job", job_id=job.id, action_type=str(spec.type_id))
+        job_log.error("job cannot be read", extra={"problem": job.problem})
+        if job.id is None or job.nonce is None:
+            return
+        try:
+            self.api.acknowledge_job(job.id, job.nonce)
+        except Exception as exc:  # noqa: BLE001 - not ours after all
+            job_log.info("job not acknowledged", extra={"error": error_code(exc) or repr(exc)})
+            return
+        failure = Failure(
+            f"cpworker could not read this job: {job.problem}", type=FailureType.JOB_FAILED
+        )
+        self._send(job.id, job_log, failure)
 
     def _start(self, spec: ActionSpec, envelope: JobEnvelope) -> None:
         job_log = logger("cpworker.job", **log_fields(envelope))
         job_log.info("job received")
-        flight = _InFlight(envelope, job_log)
+        flight = _InFlight(spec, envelope, job_log)
         with self._slots:
             self._running[envelope.id] = flight
         thread = threading.Thread(
-            target=self._process, args=(spec, flight), name=f"job-{envelope.id}", daemon=True
+            target=self._process, args=(flight,), name=f"job-{envelope.id}", daemon=True
         )
         thread.start()
 
     # -- one job ---------------------------------------------------------------------------
 
-    def _process(self, spec: ActionSpec, flight: _InFlight) -> None:
+    def _process(self, flight: _InFlight) -> None:
         try:
-            if not self._acknowledge(flight):
-                return
-            try:
-                result = self._execute(spec, flight)
-            except Exception as exc:
-                flight.log.exception("the job could not be run")
-                result = Failure(
+            if self._acknowledge(flight):
+                self._run(flight)
+        except Exception as exc:
+            flight.log.exception("the job could not be run")
+            self._report(
+                flight,
+                Failure(
                     scrub(f"cpworker could not run the job: {type(exc).__name__}: {exc}"),
                     type=FailureType.SYSTEM_UNAVAILABLE,
-                )
-            self._report(flight, result)
+                ),
+            )
         finally:
-            with self._slots:
-                self._running.pop(flight.envelope.id, None)
-                self._slots.notify_all()
+            self._release(flight)
 
     def _acknowledge(self, flight: _InFlight) -> bool:
         envelope = flight.envelope
@@ -214,47 +313,130 @@ class Worker:
                 flight.log.info("job taken by another worker", extra={"error": code})
             else:
                 flight.log.error("acknowledge failed", extra={"error": code or repr(exc)})
+            flight.claim_report()  # nothing to report for a job that is not ours
             return False
         flight.log.info("job acknowledged")
         return True
 
-    def _execute(self, spec: ActionSpec, flight: _InFlight) -> Result:
-        secrets = secrets_of(flight.envelope, spec)
-        workspace_of = job_workspace(
-            self.settings.workspace_root, flight.envelope.id, keep=self.settings.keep_workspace
-        )
-        with SECRETS.active(secrets), workspace_of as workspace:
-            context = JobContext(
-                workspace=workspace,
-                deadline_s=self.settings.job_deadline_s,
-                log=flight.log,
-                artifact_settings=self.settings.artifacts,
-                region=self.settings.region,
-                endpoint_url=self.settings.endpoint_url,
-                stopping=self._stopping,
+    def _run(self, flight: _InFlight) -> None:
+        spec, envelope = flight.spec, flight.envelope
+        assert self._journal is not None
+        root, keep = self.settings.workspace_root, self.settings.keep_workspace
+        with (
+            SECRETS.active(secrets_of(envelope, spec)),
+            job_workspace(root, envelope.id, keep=keep) as workspace,
+        ):
+            self._journal.started(
+                envelope.id,
+                spec.name,
+                time.time() + spec.timeout_s,
+                envelope.data.continuation_token,
+                workspace,
             )
-            return run_handler(
-                spec, lambda: build_job(flight.envelope, spec, context), flight.log, secrets
-            )
+            run = self._runner.start(self._task(spec, envelope, workspace))
+            if run.pid is not None:
+                self._journal.child(envelope.id, Identity.of(run.pid))
+            if not flight.attach(run):
+                run.kill()  # handed back while it started
+            ended = run.wait(spec.timeout_s)
+            if ended is None:
+                run.kill()
+                flight.log.error("handler still running at its deadline", extra={
+                    "timeout_s": spec.timeout_s})  # fmt: skip
+                self._report(flight, _timed_out(spec, envelope))
+                self._release(flight)
+                run.wait(None)  # a thread runs on until its handler returns
+                return
+            if ended.result is None:
+                flight.log.error("the handler's process died", extra={"death": ended.death})
+                result: Result = Failure(
+                    f"the handler's process {ended.death} before the job finished",
+                    type=FailureType.JOB_FAILED,
+                )
+            else:
+                result = ended.result
+            self._report(flight, result)
 
-    def _report(self, flight: _InFlight, result: Result) -> None:
-        if not flight.claim_report():
-            flight.log.warning("result dropped: the job was already reported at shutdown")
-            return
-        outcome = outcome_of(result)
-        try:
-            self.api.put_result(flight.envelope.id, result)
-        except Exception as exc:  # noqa: BLE001 - logged loudly below
-            # Loud on purpose: the pipeline now waits for the job timeout.
-            flight.log.critical(
-                "could not report the result",
-                extra={"outcome": outcome, "error": error_code(exc) or repr(exc)},
-            )
-            return
-        flight.log.info(
-            "result reported",
-            extra={"outcome": outcome, "duration_s": round(time.monotonic() - flight.started, 3)},
+    def _task(self, spec: ActionSpec, envelope: JobEnvelope, workspace: Path) -> JobTask:
+        settings = self.settings
+        return JobTask(
+            spec=spec,
+            envelope=envelope,
+            workspace=workspace,
+            timeout_s=spec.timeout_s,
+            artifacts=settings.artifacts,
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            profile=settings.profile,
+            credential_refresh_s=settings.credential_refresh_s,
+            log_level=logging.getLogger().getEffectiveLevel(),
         )
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def _report(self, flight: _InFlight, result: Result, policy: RetryPolicy | None = None) -> None:
+        if not flight.claim_report():
+            flight.log.debug("result dropped: the job was already reported")
+            return
+        self._send(flight.envelope.id, flight.log, result, policy, flight.started)
+
+    def _send(
+        self,
+        job_id: str,
+        job_log: JobLogger,
+        result: Result,
+        policy: RetryPolicy | None = None,
+        started: float | None = None,
+    ) -> None:
+        """Report ``result`` once: journaled before it is sent, and after it landed.
+
+        A success CodePipeline refuses for good becomes a failure that says why.
+        """
+        operation, request = result_request(result)
+        self._deliver(job_id, job_log, operation, request, outcome_of(result), policy, started)
+
+    def _deliver(
+        self,
+        job_id: str,
+        job_log: JobLogger,
+        operation: str,
+        request: dict[str, Any],
+        outcome: str,
+        policy: RetryPolicy | None = None,
+        started: float | None = None,
+    ) -> None:
+        if self._journal is not None:
+            self._journal.decided(job_id, operation, request)
+        try:
+            delivery = self.api.put_request(job_id, operation, request, policy)
+        except Exception as exc:  # noqa: BLE001 - each case is logged below
+            code = error_code(exc)
+            if code in GONE:
+                job_log.warning(
+                    "the job had already ended in CodePipeline (timed out, or stopped) "
+                    "before its result arrived",
+                    extra={"outcome": outcome, "error": code},
+                )
+            elif operation == "PutJobSuccessResult" and code in REFUSED:
+                message = _refusal(exc)
+                job_log.error("CodePipeline refused the result", extra={"error": code})
+                self._send(job_id, job_log, Failure(message), policy, started)
+                return
+            else:
+                # Loud on purpose: the pipeline waits for the job timeout, unless a
+                # restarted worker sends this journaled result again.
+                job_log.critical(
+                    "could not report the result",
+                    extra={"outcome": outcome, "error": code or repr(exc)},
+                )
+                return
+        else:
+            fields: dict[str, Any] = {"outcome": outcome, "delivery": delivery.value}
+            if started is not None:
+                fields["duration_s"] = round(time.monotonic() - started, 3)
+            job_log.info("result reported", extra=fields)
+        if self._journal is not None:
+            self._journal.reported(job_id)
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -264,13 +446,111 @@ class Worker:
             while self._running and time.monotonic() < deadline:
                 self._slots.wait(timeout=max(0.0, deadline - time.monotonic()))
             left = list(self._running.values())
-        for flight in left:
-            self._report(
-                flight,
-                Failure(
-                    f"the worker stopped before the job finished (drain timeout "
-                    f"{self.settings.drain_timeout_s:g} s); run the action again",
-                    type=FailureType.SYSTEM_UNAVAILABLE,
-                ),
+        if left:
+            # All at once: the stop grace (ECS, Kubernetes) leaves no time for one by one.
+            with ThreadPoolExecutor(max_workers=len(left)) as pool:
+                list(pool.map(self._hand_back, left))
+            self._await_cleanup(time.monotonic() + self.settings.report_timeout_s)
+        log.info("worker stopped", extra={"handed_back": len(left)})
+
+    def _hand_back(self, flight: _InFlight) -> None:
+        if not flight.claim_report():
+            return
+        flight.kill()  # before the report: nothing of the job may happen after it
+        timeout = self.settings.drain_timeout_s
+        result: Result
+        if flight.spec.on_shutdown == "continue":
+            result = resume(
+                flight.envelope.data.continuation_token,
+                summary=f"handed back: the worker stopped ({timeout:g} s drain); "
+                "the step runs again",
             )
-        log.info("worker stopped", extra={"abandoned": len(left)})
+        else:
+            result = Failure(
+                f"the worker stopped before the job finished (drain timeout {timeout:g} s); "
+                "run the action again",
+                type=FailureType.SYSTEM_UNAVAILABLE,
+            )
+        policy = RetryPolicy(
+            attempts=4, max_elapsed_s=self.settings.report_timeout_s, backoff_max_s=1.0
+        )
+        self._send(flight.envelope.id, flight.log, result, policy, flight.started)
+
+    def _await_cleanup(self, deadline: float) -> None:
+        """Give job threads whose process was killed a moment to remove their workspaces."""
+        with self._slots:
+            while self._running and time.monotonic() < deadline:
+                self._slots.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Resolve the jobs of workers that died: report what they decided, else fail the
+        job (or hand it back, for ``on_shutdown="continue"``)."""
+        assert self._journal is not None
+        for entry in self._journal.orphans():
+            job_log = logger("cpworker.job", job_id=entry.job_id, action=entry.action)
+            self._clean_up_after(entry)
+            if entry.operation and entry.request is not None:
+                job_log.warning("sending the result a stopped worker had decided")
+                self._deliver(entry.job_id, job_log, entry.operation, entry.request, "recovered")
+                continue
+            job_log.warning(
+                "resolving a job of a worker that stopped unexpectedly",
+                extra={"dead_worker": str(entry.worker)},
+            )
+            self._send(entry.job_id, job_log, self._orphan_result(entry))
+
+    def _orphan_result(self, entry: Entry) -> Continue | Failure:
+        spec = next((s for s in self.specs if s.name == entry.action), None)
+        if spec is not None and spec.on_shutdown == "continue":
+            return resume(
+                entry.token,
+                summary="handed back: the worker running this step stopped unexpectedly; "
+                "the step runs again",
+            )
+        return Failure(
+            f"the worker stopped unexpectedly while running this job (worker "
+            f"{entry.worker.host}, pid {entry.worker.pid}); run the action again",
+            type=FailureType.SYSTEM_UNAVAILABLE,
+        )
+
+    def _clean_up_after(self, entry: Entry) -> None:
+        """Stop what a dead worker's job left running and remove its workspace."""
+        child = entry.child
+        if child is not None and process_start(child.pid) in (None, child.start):
+            kill_session(child.pid)
+        if entry.workspace and not self.settings.keep_workspace:
+            path = Path(entry.workspace)
+            if path.parent == self.settings.workspace_root and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _timed_out(spec: ActionSpec, envelope: JobEnvelope) -> Continue | Failure:
+    if spec.on_timeout == "continue":
+        return resume(
+            envelope.data.continuation_token,
+            summary=f"step stopped at its {spec.timeout_s:g} s deadline; resuming",
+        )
+    return Failure(f"timed out after {spec.timeout_s:g} s", type=FailureType.JOB_FAILED)
+
+
+def _refusal(exc: BaseException) -> str:
+    """A failure message naming why CodePipeline refused a success."""
+    text = ""
+    if isinstance(exc, ClientError):
+        text = str(exc.response.get("Error", {}).get("Message", ""))
+    return scrub(f"CodePipeline refused the action's result: {error_code(exc)}: {text}")[:5000]
+
+
+def _check_picklable(specs: Sequence[ActionSpec]) -> None:
+    """Process isolation sends the action to a child: refuse, at start, one that cannot go."""
+    for spec in specs:
+        try:
+            pickle.dumps(spec)
+        except Exception as exc:  # noqa: BLE001 - reported with its fix
+            raise ValueError(
+                f"action {spec.name!r} cannot run in a child process ({type(exc).__name__}: "
+                f"{exc}); define its handler and config model at module level, or use "
+                "isolation='thread'"
+            ) from None

@@ -94,6 +94,12 @@ def workspace_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The worker's journal, outside the test's tmp_path (which tests check stays clean)."""
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture
 def spy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "spy"
     folder.mkdir()
@@ -103,13 +109,17 @@ def spy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def worker(
-    aws: Callable[..., Any], local: LocalCodePipeline, workspace_root: Path
+    aws: Callable[..., Any], local: LocalCodePipeline, workspace_root: Path, state_dir: Path
 ) -> Iterator[Callable[..., Worker]]:
     """Factory: an in-process worker serving the test app, stopped after the test."""
     started: list[tuple[Worker, threading.Thread]] = []
 
     def start(*actions: str, serve: ActionApp = app, **overrides: Any) -> Worker:
-        settings = fast_settings(workspace_root, endpoint_url=local.endpoint_url, **overrides)
+        settings = fast_settings(
+            workspace_root,
+            endpoint_url=local.endpoint_url,
+            **{"state_dir": state_dir, **overrides},
+        )
         api = CodePipelineAPI(aws("codepipeline"), RetryPolicy(attempts=3, backoff_max_s=0.5))
         instance = Worker(api, serve.select(actions), settings)
         thread = threading.Thread(target=instance.run, daemon=True)

@@ -31,7 +31,8 @@ class Serve:
             "CPW_TEST_SPY_DIR": str(spy_dir),
         }
         command = [sys.executable, "-m", "cpworker.cli", "serve", "cpw_test_apps:app"]
-        command += ["--poll-min", "0.05", "--poll-max", "0.2", "--region", "us-east-1", *args]
+        command += ["--poll-min", "0.05", "--poll-max", "0.2", "--region", "us-east-1"]
+        command += ["--state-dir", str(log_file.parent / "state"), *args]
         self.log_file = log_file
         self._log: IO[bytes] = log_file.open("wb")
         self.process = subprocess.Popen(command, cwd=APPS_DIR, env=env, stderr=self._log)
