@@ -115,7 +115,9 @@ def test_same_run_order_runs_in_parallel_and_higher_runs_after(lab: Lab) -> None
     for job in first[:1]:
         lab.codepipeline.acknowledge_job(jobId=job["id"], nonce=job["nonce"])
         lab.codepipeline.put_job_success_result(jobId=job["id"])
-    time.sleep(0.3)
+    # Once A's success is recorded, C could be dispatched — but it must wait for B.
+    done = job["data"]["pipelineContext"]["action"]["name"]
+    assert lab.action_state(name, done)["status"] == "Succeeded"
     assert lab.codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=5)["jobs"] == []
     assert (
         "latestExecution"

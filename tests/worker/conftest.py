@@ -40,6 +40,23 @@ def registered(local: LocalCodePipeline) -> None:
     app.register(client)
 
 
+@pytest.fixture(scope="session")
+def fault_types(local: LocalCodePipeline) -> None:
+    """The misbehaving actions of ``cpw_fault_apps`` exist in the local CodePipeline."""
+    import boto3
+    from cpw_fault_apps import app as fault_app
+
+    fault_app.register(
+        boto3.client(
+            "codepipeline",
+            endpoint_url=local.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+    )
+
+
 @pytest.fixture
 def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., Run]:
     """Factory: a new pipeline (S3 source → one action named Act) and its first execution.

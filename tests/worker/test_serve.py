@@ -24,15 +24,23 @@ StartPipeline = Callable[..., Run]
 class Serve:
     """A running ``cpworker serve`` whose JSON log lines are kept."""
 
-    def __init__(self, local: LocalCodePipeline, spy_dir: Path, log_file: Path, *args: str):
+    def __init__(
+        self,
+        local: LocalCodePipeline,
+        spy_dir: Path,
+        log_file: Path,
+        *args: str,
+        app: str = "cpw_test_apps:app",
+        state_dir: Path | None = None,
+    ):
         env = {
             **os.environ,
             "AWS_ENDPOINT_URL": local.endpoint_url,
             "CPW_TEST_SPY_DIR": str(spy_dir),
         }
-        command = [sys.executable, "-m", "cpworker.cli", "serve", "cpw_test_apps:app"]
+        command = [sys.executable, "-m", "cpworker.cli", "serve", app]
         command += ["--poll-min", "0.05", "--poll-max", "0.2", "--region", "us-east-1"]
-        command += ["--state-dir", str(log_file.parent / "state"), *args]
+        command += ["--state-dir", str(state_dir or log_file.parent / "state"), *args]
         self.log_file = log_file
         self._log: IO[bytes] = log_file.open("wb")
         self.process = subprocess.Popen(command, cwd=APPS_DIR, env=env, stderr=self._log)
@@ -62,8 +70,8 @@ def serve(
 ) -> Iterator[Callable[..., Serve]]:
     started: list[Serve] = []
 
-    def start(*args: str) -> Serve:
-        process = Serve(local, spy_dir, tmp_path / f"serve-{len(started)}.log", *args)
+    def start(*args: str, **options: Any) -> Serve:
+        process = Serve(local, spy_dir, tmp_path / f"serve-{len(started)}.log", *args, **options)
         started.append(process)
         return process
 
@@ -150,3 +158,102 @@ def test_credentials_and_secret_configuration_never_reach_logs_or_messages(
     for secret in secrets:
         assert secret not in log_text
         assert secret not in message
+
+
+# -- recovery: kill -9, restart, hand-back ---------------------------------------------------
+
+FAULTS = "cpw_fault_apps:app"
+
+
+def _lines_in(path: Path, count: int, timeout_s: float = 30.0) -> list[str]:
+    """Wait until the spy file ``path`` has ``count`` lines; returns them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = path.read_text().split("\n")[:-1] if path.exists() else []
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.05)
+    raise AssertionError(f"{path.name} never reached {count} lines")
+
+
+def test_kill_9_then_restart_fails_the_orphaned_job_with_the_reason(
+    serve: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    spy_dir: Path,
+    tmp_path: Path,
+    fault_types: None,
+) -> None:
+    # Given a worker killed with SIGKILL while its job runs
+    state = tmp_path / "shared-state"
+    first = serve("--action", "polite", app=FAULTS, state_dir=state)
+    run = start_pipeline("CpwPolite", {"Tag": "kill9"})
+    _lines_in(spy_dir / "started-kill9", 1)
+    first.process.kill()
+    first.process.wait()
+    # When a worker starts again on the same state directory
+    second = serve("--action", "hang", app=FAULTS, state_dir=state)
+    # Then the job fails at once, saying what happened, instead of hanging for a day
+    assert run.wait()["status"] == "Failed"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "SystemUnavailable"
+    assert error["message"].startswith("the worker stopped unexpectedly while running this job")
+    assert f"pid {first.process.pid}); run the action again" in error["message"]
+    second.wait_for("resolving a job of a worker that stopped unexpectedly")
+
+
+def test_kill_9_then_restart_hands_an_on_shutdown_continue_step_back(
+    serve: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    spy_dir: Path,
+    tmp_path: Path,
+    fault_types: None,
+) -> None:
+    state = tmp_path / "shared-state"
+    first = serve("--action", "hand_back", app=FAULTS, state_dir=state)
+    run = start_pipeline("CpwHandBack", {"Tag": "kill9"})
+    _lines_in(spy_dir / "attempts-kill9", 1)  # step 2 is running
+    first.process.kill()
+    first.process.wait()
+    serve("--action", "hand_back", app=FAULTS, state_dir=state)
+    assert run.wait()["status"] == "Succeeded"
+    assert run.action_state()["summary"] == "finished step 2 after a hand-back"
+    assert len(_lines_in(spy_dir / "attempts-kill9", 2)) == 2
+
+
+def test_sigterm_hands_an_on_shutdown_continue_job_to_another_worker(
+    serve: Callable[..., Serve], start_pipeline: StartPipeline, spy_dir: Path, fault_types: None
+) -> None:
+    # Given a worker whose job would run longer than its drain timeout
+    stopping = serve("--action", "hand_back", "--drain-timeout", "0.5", app=FAULTS)
+    run = start_pipeline("CpwHandBack", {"Tag": "sigterm"})
+    first_pid = int(_lines_in(spy_dir / "attempts-sigterm", 1)[0].split()[0])
+    other = serve("--action", "hand_back", app=FAULTS)
+    other.wait_for("worker started")
+    # When it is told to stop
+    stopping.process.send_signal(signal.SIGTERM)
+    # Then it hands the step back and exits within its drain and report budget
+    assert stopping.process.wait(timeout=20) == 0
+    stopped = [line for line in stopping.lines() if line.get("message") == "worker stopped"]
+    assert stopped[0]["handed_back"] == 1
+    # And the other worker runs the step again from its last state, in a new process
+    assert run.wait()["status"] == "Succeeded"
+    assert run.action_state()["summary"] == "finished step 2 after a hand-back"
+    second_pid = int(_lines_in(spy_dir / "attempts-sigterm", 2)[1].split()[0])
+    assert second_pid != first_pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(first_pid, 0)
+
+
+def test_running_jobs_see_is_shutting_down_and_can_continue_themselves(
+    serve: Callable[..., Serve], start_pipeline: StartPipeline, spy_dir: Path, fault_types: None
+) -> None:
+    worker = serve("--action", "polite", "--drain-timeout", "20", app=FAULTS)
+    run = start_pipeline("CpwPolite", {"Tag": "polite"})
+    _lines_in(spy_dir / "started-polite", 1)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=20) == 0
+    outcomes = [
+        line.get("outcome") for line in worker.lines() if line.get("message") == "result reported"
+    ]
+    assert outcomes == ["continue"]
+    assert run.action_state()["summary"] == "saw is_shutting_down()"

@@ -101,7 +101,9 @@ def test_query_serves_only_jobs_with_the_queryable_value(
     theirs = start_pipeline("CpwStaged", {"Stage": f"dev-{tag}"})
     worker("staged", queries={"staged": {"Stage": f"prod-{tag}"}})
     assert ours.wait()["status"] == "Succeeded"
-    time.sleep(0.5)  # several polls of the worker
+    # A job of ours queued after theirs is served: the worker polled past theirs.
+    later = start_pipeline("CpwStaged", {"Stage": f"prod-{tag}"})
+    assert later.wait()["status"] == "Succeeded"
     assert theirs.action_state().get("status") == "InProgress"
 
 

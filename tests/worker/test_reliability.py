@@ -1,0 +1,310 @@
+"""Deadlines, crashed handlers and the worker's fault paths, against a real local CodePipeline.
+
+Handlers run in child processes (the default isolation). Faults the local
+CodePipeline cannot produce (a poll that raises, a success refused for good, a
+malformed job) are injected with pytest-mock on the worker's boto3 client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+from conftest import Run
+from cpw_fault_apps import app as fault_app
+from pytest_mock import MockerFixture
+
+from cpworker.local.server import LocalCodePipeline
+from cpworker.worker import Worker, WorkerSettings
+
+StartPipeline = Callable[..., Run]
+StartWorker = Callable[..., Worker]
+
+
+pytestmark = pytest.mark.usefixtures("fault_types")
+
+
+def until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
+    """Wait for ``condition()`` to be truthy (polling; generous for a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie waiting for its reaper counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def serve(worker: StartWorker, *actions: str, **overrides: Any) -> Worker:
+    return worker(*actions, serve=fault_app, **overrides)
+
+
+def test_hung_handler_fails_at_its_deadline_and_the_worker_serves_the_next_job(
+    start_pipeline: StartPipeline, worker: StartWorker, spy_dir: Path, workspace_root: Path
+) -> None:
+    # Given one slot, and a handler that starts a command and then hangs
+    hung = start_pipeline("CpwHang")
+    serve(worker, "hang", concurrency=1)
+    # Then at the action's 1.5 s deadline the job fails with the reason
+    assert hung.wait()["status"] == "Failed"
+    error = hung.action_state()["errorDetails"]
+    assert (error["code"], error["message"]) == ("JobFailed", "timed out after 1.5 s")
+    # And the handler's own command was killed with it, and its workspace removed
+    grandchild = int((spy_dir / "pids").read_text().split()[0])
+    until(lambda: gone(grandchild), what="the handler's child to be killed")
+    workspace = Path((spy_dir / "workspaces").read_text().split()[0])
+    until(lambda: not workspace.exists(), what="the workspace to be removed")
+    # And the slot is free again: the next job runs
+    quick = start_pipeline("CpwHang", {"Tag": "quick"})
+    assert quick.wait()["status"] == "Succeeded"
+
+
+def test_on_timeout_continue_runs_the_step_again_instead_of_failing(
+    start_pipeline: StartPipeline, worker: StartWorker, spy_dir: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    run = start_pipeline("CpwHangOnce", {"Tag": tag})
+    serve(worker, "hang_once")
+    assert run.wait()["status"] == "Succeeded"
+    attempts = (spy_dir / f"attempts-{tag}").read_text().split()
+    assert len(set(attempts)) == 2, "the resumed step is a new job"
+    assert run.action_state()["summary"] == "resumed with None"
+
+
+@pytest.mark.parametrize(
+    ("how", "death"),
+    [
+        ("SIGKILL", "was killed by SIGKILL (the OOM killer sends it when memory runs out)"),
+        ("SIGSEGV", "was killed by SIGSEGV"),
+        ("exit", "exited with status 3"),
+    ],
+)
+def test_a_handler_process_that_dies_fails_only_its_job(
+    how: str, death: str, start_pipeline: StartPipeline, worker: StartWorker
+) -> None:
+    dead = start_pipeline("CpwDie", {"How": how})
+    serve(worker, "die", "hang", concurrency=1)
+    assert dead.wait()["status"] == "Failed"
+    error = dead.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert error["message"] == f"the handler's process {death} before the job finished"
+    assert start_pipeline("CpwHang", {"Tag": "quick"}).wait()["status"] == "Succeeded"
+
+
+def test_thread_isolation_still_enforces_the_deadline_on_the_report(
+    start_pipeline: StartPipeline, worker: StartWorker, spy_dir: Path
+) -> None:
+    run = start_pipeline("CpwHangOnce", {"Tag": uuid.uuid4().hex[:8]})
+    serve(worker, "hang_once", isolation="thread")
+    assert run.wait()["status"] == "Succeeded"
+    assert run.action_state()["summary"] == "resumed with None"
+
+
+def test_a_malformed_job_is_failed_alone_and_the_rest_of_its_batch_runs(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    local: LocalCodePipeline,
+    mocker: MockerFixture,
+) -> None:
+    # Given two queued jobs, one of which arrives without its input's location
+    bad, good = (start_pipeline("CpwHang", {"Tag": "quick"}) for _ in range(2))
+    for run in (bad, good):
+        until(lambda run=run: run.action_state().get("status") == "InProgress")
+    batches: list[list[str]] = []
+
+    def corrupt(poll: Callable[..., Any], **request: Any) -> Any:
+        answer = poll(**request)
+        for job in answer["jobs"]:
+            if job["data"]["pipelineContext"]["pipelineName"] == bad.name:
+                del job["data"]["inputArtifacts"][0]["location"]
+        batches.append([job["data"]["pipelineContext"]["pipelineName"] for job in answer["jobs"]])
+        return answer
+
+    instance = serve(worker, "hang")
+    real_poll = instance.api.client.poll_for_jobs
+    mocker.patch.object(
+        instance.api.client, "poll_for_jobs", side_effect=lambda **r: corrupt(real_poll, **r)
+    )
+    # Then the malformed job fails with what is wrong, and its batch mate succeeds
+    assert bad.wait()["status"] == "Failed"
+    assert good.wait()["status"] == "Succeeded"
+    error = bad.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert error["message"] == (
+        "cpworker could not read this job: data.inputArtifacts.0.location: Field required"
+    )
+    assert [sorted(b) for b in batches if b] == [sorted([bad.name, good.name])]
+
+
+def test_a_success_refused_for_good_becomes_a_failure_that_says_why(
+    start_pipeline: StartPipeline, worker: StartWorker, mocker: MockerFixture
+) -> None:
+    run = start_pipeline("CpwHang", {"Tag": "quick"})
+    instance = serve(worker, "hang")
+    refusal = ClientError(
+        {"Error": {"Code": "ValidationException", "Message": "summary is not allowed here"}},
+        "PutJobSuccessResult",
+    )
+    mocker.patch.object(instance.api.client, "put_job_success_result", side_effect=refusal)
+    assert run.wait()["status"] == "Failed"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert error["message"] == (
+        "CodePipeline refused the action's result: ValidationException: summary is not allowed here"
+    )
+
+
+def test_an_ambiguous_retried_report_is_not_logged_as_lost(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    mocker: MockerFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a report whose first attempt lands but whose answer is lost on the way back
+    run = start_pipeline("CpwHang", {"Tag": "quick"})
+    instance = serve(worker, "hang")
+    real_put = instance.api.client.put_job_success_result
+    attempts: list[str] = []
+
+    def answer_lost(**request: Any) -> Any:
+        attempts.append(request["jobId"])
+        real_put(**request)
+        if len(attempts) == 1:
+            raise ConnectionClosedError(endpoint_url="http://127.0.0.1")
+        return {}
+
+    mocker.patch.object(instance.api.client, "put_job_success_result", side_effect=answer_lost)
+    # Then the retry's InvalidJobState is recognised as "already reported"
+    assert run.wait()["status"] == "Succeeded"
+    until(lambda: [r for r in caplog.records if r.getMessage() == "result reported"])
+    reported = next(r for r in caplog.records if r.getMessage() == "result reported")
+    assert reported.__dict__["delivery"] == "accepted by an earlier attempt"
+    assert len(attempts) == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_poll_that_raises_is_logged_and_polling_goes_on(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    mocker: MockerFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = start_pipeline("CpwHang", {"Tag": "quick"})
+    instance = serve(worker, "hang")
+    real_poll = instance.api.client.poll_for_jobs
+    calls: list[int] = []
+
+    def broken_then_fine(**request: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError("a bug in a dependency")
+        return real_poll(**request)
+
+    mocker.patch.object(instance.api.client, "poll_for_jobs", side_effect=broken_then_fine)
+    assert run.wait()["status"] == "Succeeded"
+    failures = [r for r in caplog.records if r.getMessage() == "polling failed"]
+    assert len(failures) >= 1
+    assert failures[0].__dict__["error"] == "RuntimeError('a bug in a dependency')"
+
+
+def test_a_report_that_cannot_be_sent_is_critical_and_stays_in_the_journal(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    mocker: MockerFixture,
+    caplog: pytest.LogCaptureFixture,
+    state_dir: Path,
+) -> None:
+    run = start_pipeline("CpwHang", {"Tag": "quick"})
+    instance = serve(worker, "hang")
+    mocker.patch.object(
+        instance.api.client,
+        "put_job_success_result",
+        side_effect=EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+    )
+    critical = until(lambda: [r for r in caplog.records if r.levelno == logging.CRITICAL])
+    assert critical[0].getMessage() == "could not report the result"
+    assert run.action_state()["status"] == "InProgress"
+    with sqlite3.connect(state_dir / "journal.sqlite3") as db:
+        rows = db.execute("SELECT state, operation FROM jobs").fetchall()
+    assert rows == [("decided", "PutJobSuccessResult")], "a restart sends it again"
+
+
+def test_invalid_nonce_means_another_worker_has_the_job(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    local: LocalCodePipeline,
+    aws: Callable[..., Any],
+    mocker: MockerFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a job that is dispatched again to a competitor before our worker acknowledges it
+    original = local.engine.settings
+    local.engine.configure(redispatch_after_s=0.2)
+    try:
+        run = start_pipeline("CpwHang", {"Tag": "quick"})
+        codepipeline = aws("codepipeline")
+        type_id = {"category": "Test", "owner": "Custom", "provider": "CpwHang", "version": "1"}
+        instance = serve(worker, "hang")
+        real_ack = instance.api.client.acknowledge_job
+
+        def competitor_first(**request: Any) -> Any:
+            jobs = until(lambda: codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=1)[
+                "jobs"])  # fmt: skip
+            codepipeline.acknowledge_job(jobId=jobs[0]["id"], nonce=jobs[0]["nonce"])
+            codepipeline.put_job_success_result(
+                jobId=jobs[0]["id"], executionDetails={"summary": "done by the competitor"}
+            )
+            return real_ack(**request)
+
+        mocker.patch.object(instance.api.client, "acknowledge_job", side_effect=competitor_first)
+        assert run.wait()["status"] == "Succeeded"
+    finally:
+        local.engine.configure(redispatch_after_s=original.redispatch_after_s)
+    # Then our worker stood back quietly: no error, no second result
+    taken = until(
+        lambda: [r for r in caplog.records if r.getMessage() == "job taken by another worker"]
+    )
+    assert taken[0].__dict__["error"] == "InvalidNonceException"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert run.action_state()["summary"] == "done by the competitor"
+
+
+def test_idle_backoff_doubles_with_jitter_up_to_the_cap(tmp_path: Path) -> None:
+    settings = WorkerSettings(
+        poll_interval_min_s=0.5, poll_interval_max_s=10.0, state_dir=tmp_path, isolation="thread"
+    )
+    instance = Worker(object(), list(fault_app), settings)  # type: ignore[arg-type]
+    for idle, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (5, 8.0), (6, 10.0), (50, 10.0)]:
+        delays = [instance._idle_delay(idle) for _ in range(200)]
+        assert ceiling / 2 <= min(delays) <= max(delays) <= ceiling
+
+
+def test_process_isolation_refuses_a_handler_a_child_cannot_import(tmp_path: Path) -> None:
+    from cpworker import ActionApp
+
+    local_app = ActionApp()
+
+    @local_app.action(category="Test", provider="CpwInline")
+    def inline(job: Any) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="define its handler and config model at module level"):
+        Worker(object(), list(local_app), WorkerSettings(state_dir=tmp_path))  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []
