@@ -317,8 +317,6 @@ def _child_main(task: JobTask, conn: Connection, stopping: Flag) -> None:
     _die_with_parent()
     os.environ.clear()
     os.environ.update(task.environ)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when a job stops
     forward = _Forward(conn)
     root = logging.getLogger()
     for existing in list(root.handlers):
