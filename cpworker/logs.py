@@ -1,7 +1,9 @@
 """Structured JSON logs, one line per event, with secrets masked.
 
 The formatter is Powertools' ``LambdaPowertoolsFormatter`` so that worker and
-Lambda logs look alike; every formatted line goes through ``redact.SECRETS``.
+Lambda logs look alike. Secrets are masked in the line's fields *before* they are
+serialised: masking the finished JSON would miss a secret that JSON escapes
+(``"``, ``\\``, a newline) and could cut an escape sequence in two.
 """
 
 from __future__ import annotations
@@ -9,20 +11,50 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from cpworker.redact import SECRETS
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.logging.types import LogRecord
+
 LOGGER_NAME = "cpworker"
+# Libraries whose DEBUG lines carry request headers, the job's session token included.
+SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 class RedactingFormatter(LambdaPowertoolsFormatter):
     """Powertools' JSON formatter whose output never carries a registered secret."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return SECRETS.scrub(super().format(record))
+    def serialize(self, log: LogRecord) -> str:
+        return super().serialize(_scrubbed(log))
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with registered secrets masked in every string it holds (keys included);
+    other objects become their ``str()``, as the JSON serialiser would write them."""
+    if isinstance(value, str):
+        return SECRETS.scrub(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {_scrubbed(key): _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrubbed(item) for item in value]
+    return SECRETS.scrub(str(value))
+
+
+def limit_sdk_loggers() -> None:
+    """Keep the AWS SDK's loggers at INFO or above, whatever the root level.
+
+    Their DEBUG lines carry request headers (``X-Amz-Security-Token``) and may go out
+    through handlers cpworker does not own (Lambda's own, for one), unmasked.
+    """
+    floor = max(logging.INFO, logging.getLogger().level)
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(floor)
 
 
 def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = None) -> None:
@@ -34,9 +66,7 @@ def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = 
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # botocore logs request details (headers included) at DEBUG: never let them through.
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    limit_sdk_loggers()
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
