@@ -357,7 +357,9 @@ class OutputArtifact(_StoredArtifact):
 
     The object is encrypted with ``aws:kms`` under the job's key when the job names one,
     else under the AWS managed key. ``uploaded`` turns True only after S3 accepted the
-    object; a failure always raises. Uploading again replaces the object.
+    object; a failure always raises. Uploading again replaces the object. ``guard``
+    is called before each upload and raises when the job may no longer upload (its
+    runtime abandoned it).
     """
 
     def __init__(
@@ -370,12 +372,14 @@ class OutputArtifact(_StoredArtifact):
         workspace: Path,
         encryption_key_id: str | None = None,
         settings: ArtifactSettings | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(
             name=name, bucket=bucket, key=key, client=client, workspace=workspace, settings=settings
         )
         self._key_id = encryption_key_id
         self._uploaded = False
+        self._guard = guard
 
     @property
     def uploaded(self) -> bool:
@@ -427,6 +431,8 @@ class OutputArtifact(_StoredArtifact):
 
     def _upload(self, path: Path) -> None:
         self._uploaded = False
+        if self._guard is not None:
+            self._guard()
         extra = {"ServerSideEncryption": "aws:kms"}
         if self._key_id:
             extra["SSEKMSKeyId"] = self._key_id

@@ -1,23 +1,26 @@
-"""Pure parts of the Lambda runtime: the event, the config source, resume tokens."""
+"""Pure parts of the Lambda runtime: the event, the config source, resume tokens, the
+handler thread, and what happens when a result cannot be reported."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from pytest_mock import MockerFixture
 
 from cpworker import ActionApp, Continue, Job, Success
+from cpworker.logs import logger
 from cpworker.result import decode_token, resume
 from cpworker.sources import lambda_invoke
 from cpworker.sources.lambda_invoke import (
     LambdaSettings,
-    ReportError,
-    _within,
+    _HandlerThread,
     config_values,
     envelope_from_event,
 )
@@ -72,11 +75,22 @@ def test_resume_token_unwraps_to_the_previous_state() -> None:
     assert decode_token(json.dumps({"step": 3})) == {"step": 3}
 
 
-def test_within_returns_none_when_the_call_overruns() -> None:
-    assert _within(1.0, lambda: Success(summary="fast")) == Success(summary="fast")
-    started = time.monotonic()
-    assert _within(0.1, lambda: time.sleep(2) or Success()) is None
-    assert time.monotonic() - started < 1
+def test_the_handler_thread_gives_its_result_or_none_when_it_overruns() -> None:
+    log = logger("test.handler_thread")
+    assert _HandlerThread("j1", log, lambda: Success(summary="fast")).run(5.0) == Success(
+        summary="fast"
+    )
+    release = threading.Event()
+
+    def blocked() -> Success:
+        release.wait(30)
+        return Success(summary="late")
+
+    slow = _HandlerThread("j2", log, blocked)
+    try:
+        assert slow.run(0.05) is None
+    finally:
+        release.set()
 
 
 def test_lambda_handler_needs_a_name_when_the_app_has_several_actions() -> None:
@@ -95,17 +109,14 @@ def test_lambda_handler_needs_a_name_when_the_app_has_several_actions() -> None:
     assert app.lambda_handler_for("two").__name__ == "two_lambda_handler"
 
 
-class _DeniedClient:
-    """A CodePipeline client whose caller lacks codepipeline:PutJob*Result."""
-
-    def put_job_success_result(self, **_: Any) -> None:
-        raise ClientError(
-            {
-                "Error": {"Code": "AccessDeniedException", "Message": "not authorized"},
-                "ResponseMetadata": {"HTTPStatusCode": 400},
-            },
-            "PutJobSuccessResult",
-        )
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": "refused"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        "PutJobSuccessResult",
+    )
 
 
 class _Context:
@@ -115,20 +126,91 @@ class _Context:
         return 60_000
 
 
-def test_a_result_that_cannot_be_reported_names_the_missing_permission_and_raises(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+@pytest.fixture
+def metrics_namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """EMF metrics on, with a Metrics object made for this namespace."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "cpworker-tests")
+    lambda_invoke._metrics.cache_clear()
+    yield
+    lambda_invoke._metrics.cache_clear()
+
+
+def _metric_names(printed: str) -> set[str]:
+    names: set[str] = set()
+    for line in printed.splitlines():
+        if line.startswith("{") and "_aws" in line:
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                names |= {metric["Name"] for metric in directive["Metrics"]}
+    return names
+
+
+@pytest.mark.parametrize(
+    ("error", "attempts", "expected_log"),
+    [
+        (
+            _client_error("AccessDeniedException", 400),
+            1,
+            "could not report the result: the function's role needs "
+            "codepipeline:PutJobSuccessResult on Resource '*'",
+        ),
+        (_client_error("InternalFailure", 500), 2, "could not report the result"),
+    ],
+    ids=["denied", "5xx-after-retries"],
+)
+def test_a_result_that_cannot_be_reported_is_logged_critical_and_counted_not_raised(
+    error: ClientError,
+    attempts: int,
+    expected_log: str,
+    mocker: MockerFixture,
+    metrics_namespace: None,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # Given a handler whose result CodePipeline refuses (or keeps failing on)
+    app = ActionApp()
+    runs: list[str] = []
+
+    @app.action(category="Invoke", provider="Unreported")
+    def unreported(job: Job[None]) -> Success:
+        runs.append(job.id)
+        return Success(summary="deployed")
+
+    client = mocker.Mock()
+    client.put_job_success_result.side_effect = error
+    mocker.patch.object(lambda_invoke, "_client", return_value=client)
+    settings = LambdaSettings(workspace_root=tmp_path, report_attempts=2)
+    caplog.set_level(logging.INFO, logger="cpworker.job")
+
+    # When Lambda invokes the function
+    answer = app.lambda_handler_for("unreported", settings)(_event(None), _Context())
+
+    # Then it returns normally (no Lambda retry runs the handler again), after the retries
+    assert answer == {"jobId": "11111111-2222-3333-4444-555555555555", "outcome": "success"}
+    assert runs == ["11111111-2222-3333-4444-555555555555"]
+    assert client.put_job_success_result.call_count == attempts
+    critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert [r.getMessage() for r in critical] == [expected_log]
+    assert "result reported" not in caplog.text
+    assert {"ReportFailed", "JobSuccess"} <= _metric_names(capsys.readouterr().out)
+
+
+def test_a_reported_result_emits_no_report_failed_metric(
+    mocker: MockerFixture,
+    metrics_namespace: None,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     app = ActionApp()
 
-    @app.action(category="Invoke", provider="Denied")
-    def denied(job: Job[None]) -> Success:
-        return Success(summary="done")
+    @app.action(category="Invoke", provider="Reported")
+    def reported(job: Job[None]) -> None: ...
 
-    monkeypatch.setattr(lambda_invoke, "_client", lambda region: _DeniedClient())
-    settings = LambdaSettings(workspace_root=tmp_path)
-    caplog.set_level(logging.ERROR, logger="cpworker.job")
-    with pytest.raises(ReportError, match=r"PutJobSuccessResult for job .* AccessDeniedException"):
-        app.lambda_handler_for("denied", settings)(_event(None), _Context())
-    assert (
-        "the function's role needs codepipeline:PutJobSuccessResult on Resource '*'" in caplog.text
+    mocker.patch.object(lambda_invoke, "_client", return_value=mocker.Mock())
+    app.lambda_handler_for("reported", LambdaSettings(workspace_root=tmp_path))(
+        _event(None), _Context()
     )
+    names = _metric_names(capsys.readouterr().out)
+    assert "JobSuccess" in names
+    assert "ReportFailed" not in names

@@ -30,6 +30,11 @@ from cpworker.logs import JobLogger
 from cpworker.model import JobEnvelope
 
 
+class JobAbandoned(RuntimeError):  # noqa: N818 - names the job's state
+    """The runtime gave up on this job (its outcome is reported without the handler):
+    a handler still running must not upload or report anything more for it."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What the runtime gives every job besides its envelope."""
@@ -41,6 +46,17 @@ class JobContext:
     region: str | None = None
     endpoint_url: str | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Set by a runtime that reports the outcome without waiting for the handler (the
+    # Lambda timeout trap): from then on, ensure_active() raises.
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def ensure_active(self) -> None:
+        """Raise ``JobAbandoned`` once the runtime has given up on the job."""
+        if self.abandoned.is_set():
+            raise JobAbandoned(
+                "the job was abandoned at its deadline (its outcome is reported without "
+                "this handler): nothing more is uploaded or reported for it"
+            )
 
 
 def log_fields(envelope: JobEnvelope) -> dict[str, Any]:
@@ -143,6 +159,7 @@ def _artifacts(
             workspace=workspace,
             encryption_key_id=key_id,
             settings=settings,
+            guard=context.ensure_active,
         )
         for ref in data.output_artifacts
     ]

@@ -8,9 +8,20 @@ and no pipelineContext. The typed config is validated against the JSON object in
 The handler runs in a thread with a deadline: if it has not returned
 ``timeout_margin_s`` before the Lambda timeout, cpworker reports a failure (or,
 with ``on_timeout="continue"``, a continuation that runs the step again), so the
-pipeline never waits for CodePipeline's 20-minute reply window. A result that
-cannot be reported is logged with the permission it needs, and the invocation
-raises so that it counts as an error in Lambda's own metrics.
+pipeline never waits for CodePipeline's 20-minute reply window.
+
+Python cannot stop that thread, and on a warm container it wakes up again during
+later invocations. So the job is *abandoned*: its output uploads raise
+``JobAbandoned``, its late result is dropped, its secrets stay masked and its
+workspace stays until the thread has actually ended (then both go), and every
+invocation logs a warning while such a thread is alive.
+
+A result that cannot be reported, even after retries, is logged CRITICAL (naming
+the permission the role needs when access was denied) and counted in the
+``ReportFailed`` metric, and the invocation returns normally. Raising would make
+Lambda retry the asynchronous invocation, which runs the whole handler again (a
+second deploy) only to meet the same refusal; the pipeline instead fails the
+action when its reply window ends.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -34,7 +45,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from cpworker.api import CodePipelineAPI, RetryPolicy, codepipeline_client, error_code
 from cpworker.app import ActionSpec, run_handler
-from cpworker.logs import LOGGER_NAME, RedactingFormatter, logger
+from cpworker.logs import LOGGER_NAME, JobLogger, RedactingFormatter, limit_sdk_loggers, logger
 from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS
 from cpworker.result import Failure, Result, outcome_of, resume
@@ -65,10 +76,6 @@ class LambdaSettings:
     report_attempts: int = 4
 
 
-class ReportError(RuntimeError):
-    """The job's result could not be reported; the pipeline will time the action out."""
-
-
 def envelope_from_event(event: Mapping[str, Any]) -> JobEnvelope:
     """The job in a Lambda invoke action's event."""
     if not isinstance(event, Mapping) or EVENT_KEY not in event:
@@ -96,6 +103,7 @@ class LambdaRuntime:
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, str]:
         _configure_logging()
+        limit_sdk_loggers()
         started = time.monotonic()
         envelope = envelope_from_event(event)
         values = config_values(envelope)
@@ -103,13 +111,18 @@ class LambdaRuntime:
         request_id = str(getattr(context, "aws_request_id", "") or "")
         log = logger("cpworker.job", **log_fields(envelope), function_request_id=request_id)
         log.info("job received")
+        _warn_about_abandoned(log)
         with SECRETS.active(secrets), _traced(self.spec.name, envelope.id) as annotate:
             result = self._run(envelope, values, secrets, context, log)
-            outcome = self._report(envelope.id, result, log)
+            outcome = outcome_of(result)
+            reported = self._report(envelope.id, result, log)
             annotate("outcome", outcome)
         duration_ms = (time.monotonic() - started) * 1000
-        log.info("result reported", extra={"outcome": outcome, "duration_s": duration_ms / 1000})
-        _emit_metrics(outcome, duration_ms)
+        if reported:
+            log.info(
+                "result reported", extra={"outcome": outcome, "duration_s": duration_ms / 1000}
+            )
+        _emit_metrics(outcome, duration_ms, reported)
         return {"jobId": envelope.id, "outcome": outcome}
 
     def _run(
@@ -118,11 +131,15 @@ class LambdaRuntime:
         values: Mapping[str, Any],
         secrets: list[str],
         context: Any,
-        log: Any,
+        log: JobLogger,
     ) -> Result:
         budget = _remaining_s(context) - self.settings.timeout_margin_s
         stopping = threading.Event()
-        with job_workspace(self.settings.workspace_root, envelope.id) as workspace:
+        with ExitStack() as held:
+            # The handler's own hold on its secrets and workspace: an abandoned handler
+            # takes it over and lets go when its thread ends.
+            held.enter_context(SECRETS.active(secrets))
+            workspace = held.enter_context(job_workspace(self.settings.workspace_root, envelope.id))
             job_context = JobContext(
                 workspace=workspace,
                 deadline_s=max(budget, 0.0),
@@ -130,8 +147,9 @@ class LambdaRuntime:
                 region=os.environ.get("AWS_REGION"),
                 stopping=stopping,
             )
-            result = _within(
-                budget,
+            handler = _HandlerThread(
+                envelope.id,
+                log,
                 lambda: run_handler(
                     self.spec,
                     lambda: build_job(envelope, self.spec, job_context, values),
@@ -139,9 +157,14 @@ class LambdaRuntime:
                     secrets,
                 ),
             )
+            result = handler.run(budget)
             if result is None:
-                stopping.set()
-                log.error("handler still running at the timeout margin", extra={"budget_s": budget})
+                result = handler.abandon(held, (stopping, job_context.abandoned))
+            if result is None:
+                log.error(
+                    "handler still running at the timeout margin: the job is abandoned",
+                    extra={"budget_s": budget},
+                )
                 result = self._timed_out(envelope, budget)
         return result
 
@@ -157,45 +180,104 @@ class LambdaRuntime:
             "use a continuation for long work"
         )
 
-    def _report(self, job_id: str, result: Result, log: Any) -> str:
-        outcome = outcome_of(result)
+    def _report(self, job_id: str, result: Result, log: JobLogger) -> bool:
+        """Report ``result``; False (logged CRITICAL, never raised) if that failed."""
         api = CodePipelineAPI(
             _client(os.environ.get("AWS_REGION")),
             RetryPolicy(attempts=self.settings.report_attempts, max_elapsed_s=20.0),
         )
         try:
             api.put_result(job_id, result)
-        except Exception as exc:  # noqa: BLE001 - logged with its fix, then raised
+        except Exception as exc:  # noqa: BLE001 - raising would make Lambda run the job again
             code = error_code(exc)
             operation = (
                 "PutJobFailureResult" if isinstance(result, Failure) else "PutJobSuccessResult"
             )
-            if code in DENIED:
-                log.error(
-                    f"could not report the result: the function's role needs "
-                    f"codepipeline:{operation} on Resource '*'",
-                    extra={"outcome": outcome, "error": code},
-                )
-            else:
-                log.error(
-                    "could not report the result",
-                    extra={"outcome": outcome, "error": code or type(exc).__name__},
-                )
-            raise ReportError(
-                f"{operation} for job {job_id} failed: {code or type(exc).__name__}"
-            ) from None
-        return outcome
+            hint = (
+                f": the function's role needs codepipeline:{operation} on Resource '*'"
+                if code in DENIED
+                else ""
+            )
+            # Loud on purpose: the pipeline now waits for the action's reply window.
+            log.critical(
+                f"could not report the result{hint}",
+                extra={"outcome": outcome_of(result), "error": code or type(exc).__name__},
+            )
+            return False
+        return True
 
 
-def _within(budget_s: float, call: Callable[[], Result]) -> Result | None:
-    """``call()`` in a thread; ``None`` if it has not returned within ``budget_s``."""
-    box: list[Result] = []
-    thread = threading.Thread(
-        target=lambda: box.append(call()), name="cpworker-handler", daemon=True
-    )
-    thread.start()
-    thread.join(timeout=max(budget_s, 0.0))
-    return box[0] if box else None
+# Container-wide on purpose: an abandoned handler's thread outlives its invocation.
+_abandoned: set[_HandlerThread] = set()
+_abandoned_lock = threading.Lock()
+
+
+class _HandlerThread:
+    """The handler's thread. Once abandoned, it owns the job's secrets and workspace
+    and releases them when it ends: not before, since it may still use both."""
+
+    def __init__(self, job_id: str, log: JobLogger, call: Callable[[], Result]) -> None:
+        self.job_id = job_id
+        self._log = log
+        self._call = call
+        self._lock = threading.Lock()
+        self._result: Result | None = None
+        self._ended = False
+        self._leftovers: ExitStack | None = None
+        self._thread = threading.Thread(
+            target=self._main, name=f"cpworker-handler-{job_id}", daemon=True
+        )
+
+    def run(self, budget_s: float) -> Result | None:
+        """Start the handler; its result, or ``None`` if it has not returned in ``budget_s``."""
+        self._thread.start()
+        self._thread.join(timeout=max(budget_s, 0.0))
+        with self._lock:
+            return self._result
+
+    def abandon(self, held: ExitStack, flags: tuple[threading.Event, ...]) -> Result | None:
+        """Give up on the handler, unless it has returned meanwhile (then its result).
+
+        ``flags`` are set (uploads raise ``JobAbandoned`` from then on) and what ``held``
+        holds is released when the thread ends instead of when the invocation does.
+        """
+        with self._lock:
+            if self._ended:
+                return self._result
+            for flag in flags:
+                flag.set()
+            self._leftovers = held.pop_all()
+            with _abandoned_lock:  # under self._lock: _main cannot discard it before
+                _abandoned.add(self)
+        return None
+
+    def _main(self) -> None:
+        result: Result | None = None
+        try:
+            result = self._call()
+        finally:
+            with self._lock:
+                self._ended, self._result = True, result
+                leftovers, self._leftovers = self._leftovers, None
+            if leftovers is not None:
+                self._log.warning(
+                    "an abandoned handler ended: its result is dropped, its workspace removed",
+                    extra={"outcome": outcome_of(result) if result is not None else None},
+                )
+                leftovers.close()
+                with _abandoned_lock:
+                    _abandoned.discard(self)
+
+
+def _warn_about_abandoned(log: JobLogger) -> None:
+    """One warning per abandoned handler still running in this container."""
+    with _abandoned_lock:
+        running = [handler.job_id for handler in _abandoned]
+    for job_id in running:
+        log.warning(
+            "a handler abandoned at an earlier timeout is still running in this container",
+            extra={"abandoned_job_id": job_id},
+        )
 
 
 def _remaining_s(context: Any) -> float:
@@ -257,8 +339,9 @@ def _traced(action: str, job_id: str) -> Iterator[Callable[[str, str], None]]:
         yield lambda key, value: subsegment.put_annotation(key=key, value=value)
 
 
-def _emit_metrics(outcome: str, duration_ms: float) -> None:
-    """EMF metrics of the job's outcome and duration, when POWERTOOLS_METRICS_NAMESPACE is set."""
+def _emit_metrics(outcome: str, duration_ms: float, reported: bool) -> None:
+    """EMF metrics of the job's outcome and duration, and ``ReportFailed`` when its result
+    could not be reported; only when POWERTOOLS_METRICS_NAMESPACE is set."""
     if not os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
         return
     metrics = _metrics()
@@ -267,6 +350,8 @@ def _emit_metrics(outcome: str, duration_ms: float) -> None:
     kind = outcome.split(":")[0].capitalize()
     metrics.add_metric(name=f"Job{kind}", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+    if not reported:
+        metrics.add_metric(name="ReportFailed", unit=MetricUnit.Count, value=1)
     metrics.flush_metrics()
 
 
