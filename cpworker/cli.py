@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import ipaddress
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpworker.app import ActionApp
 from cpworker.logs import configure_logging
+
+if TYPE_CHECKING:
+    from cpworker.local.faults import FaultSettings
 
 
 def load_app(reference: str) -> ActionApp:
@@ -92,10 +94,21 @@ def register(args: argparse.Namespace) -> int:
 
 
 def _loopback(host: str) -> str:
-    address = "127.0.0.1" if host == "localhost" else host
-    if not ipaddress.ip_address(address).is_loopback:
-        raise argparse.ArgumentTypeError(f"{host}: cpworker local listens on loopback only")
-    return address
+    from cpworker.local.hosts import loopback_address
+
+    try:
+        return loopback_address(host)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _faults(text: str) -> FaultSettings:
+    from cpworker.local.faults import FaultSettings
+
+    try:
+        return FaultSettings.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def local(args: argparse.Namespace) -> int:
@@ -113,6 +126,7 @@ def local(args: argparse.Namespace) -> int:
             ("job_timeout_s", args.job_timeout),
             ("lambda_timeout_s", args.lambda_timeout),
             ("lambda_reply_window_s", args.reply_window),
+            ("credential_ttl_s", args.credential_ttl),
         )
         if value is not None
     }
@@ -127,7 +141,7 @@ def local(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _on_signals(stop.set)
     settings = EngineSettings(**overrides)
-    with LocalCodePipeline(args.host, args.port, settings, functions) as server:
+    with LocalCodePipeline(args.host, args.port, settings, functions, args.faults) as server:
         print(f"cpworker local ready at {server.endpoint_url}", flush=True)
         stop.wait()
     return 0
@@ -222,7 +236,9 @@ def parser() -> argparse.ArgumentParser:
     reg.set_defaults(func=register)
 
     loc = command("local", "run the local CodePipeline on loopback")
-    loc.add_argument("--host", type=_loopback, default="127.0.0.1")
+    loc.add_argument(
+        "--host", type=_loopback, default="127.0.0.1", help="a loopback address (127.0.0.1)"
+    )
     loc.add_argument("--port", type=int, default=4566)
     loc.add_argument("--continuation-delay", type=float, help="s before a continuation job")
     loc.add_argument(
@@ -242,6 +258,23 @@ def parser() -> argparse.ArgumentParser:
     loc.add_argument("--lambda-timeout", type=float, help="s before a function is stopped (900)")
     loc.add_argument(
         "--reply-window", type=float, help="s a Lambda job may go without result (1200)"
+    )
+    loc.add_argument(
+        "--credential-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="job credentials expire this long after issue; S3 then answers ExpiredToken"
+        " and GetJobDetails issues fresh ones (default: never)",
+    )
+    loc.add_argument(
+        "--faults",
+        type=_faults,
+        metavar="SPEC",
+        help="inject faults, e.g. 'throttle=0.3,5xx=0.1,reset=0.05,lost=0.02,"
+        "ops=PollForJobs|PutJobSuccessResult|GetObject,seed=7': throttle answers"
+        " ThrottlingException (S3: SlowDown), 5xx a 500/503, reset drops the connection"
+        " before the request is processed, lost after it; ops limits them to those"
+        " CodePipeline or S3 operations ('S3': all of S3); seed makes them repeatable",
     )
     loc.set_defaults(func=local)
 

@@ -15,15 +15,27 @@ Modules::
     lambdas.py      FunctionName -> handler registry; invocations as subprocesses
     lambda_runner.py  ``python -m cpworker.local.lambda_runner REF``: one invocation
     lambda_context.py the Lambda-like ``context`` (shared with ``cpworker invoke``)
-    private.py      ``CpworkerLocal.*`` operations: standalone Lambda jobs
+    private.py      ``CpworkerLocal.*`` operations: standalone Lambda jobs, result counts
     aws.py          the engine's S3/KMS/STS calls (to moto, on the same endpoint)
     views.py        answers in botocore's output shapes
+    hosts.py        loopback only: the listening address and the Host header check
+    faults.py       injected faults (throttling, 5xx, resets, lost answers)
+    credentials.py  job credential expiry, and who signed a request
+    wire.py         error answers the server writes itself (JSON 1.1, S3 XML, text)
 
 Behaviour where AWS documents nothing, or where the emulator is simpler (the
 timings are :class:`~cpworker.local.engine.EngineSettings` fields):
 
 * Results (PutJobSuccessResult/PutJobFailureResult) are accepted only from jobs in
   InProgress, i.e. acknowledged; anything else answers InvalidJobStateException.
+  Every one that reaches a job is counted (``CpworkerLocal.GetResultCounts``).
+* GetJobDetails answers for a job in any state, finished ones included, each time with
+  fresh artifact credentials. With ``credential_ttl_s`` (default: none) credentials
+  expire that long after they were issued (PollForJobs then issues fresh ones at each
+  dispatch) and S3 refuses them with ExpiredToken.
+* Only requests whose Host is a loopback name or address with the server's port are
+  answered (else 403), and no CORS ones: a preflight gets 403, and moto's
+  ``Access-Control-*`` headers are removed.
 * AcknowledgeJob with the current nonce is idempotent and answers the job's status.
 * A Dispatched job not acknowledged within ``redispatch_after_s`` (60 s) is dispatched
   again by the next poll, with a new nonce; the old nonce then fails.

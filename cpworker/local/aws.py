@@ -1,7 +1,8 @@
 """The engine's own calls to S3, KMS and STS, served by moto behind the same endpoint.
 
-Only the engine's scheduler thread uses this class, and never while it holds the
-engine lock: these are HTTP calls to the server the engine runs in.
+The scheduler thread and request threads (for fresh job credentials) use it, never
+while they hold the engine lock: these are HTTP calls to the server the engine runs in.
+They sign with :data:`ENGINE_ACCESS_KEY`, which injected faults spare.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from botocore.exceptions import ClientError
 
 log = logging.getLogger("cpworker.local")
 
-# moto accepts any credentials; these only make the SDK sign its requests.
-_DUMMY = {"aws_access_key_id": "cpworker-local", "aws_secret_access_key": "cpworker-local"}
+ENGINE_ACCESS_KEY = "cpworker-local-engine"
+"""The access key id of the engine's own requests (moto accepts any credentials)."""
+_DUMMY = {"aws_access_key_id": ENGINE_ACCESS_KEY, "aws_secret_access_key": ENGINE_ACCESS_KEY}
 
 
 class SourceUnavailable(Exception):  # noqa: N818 - a condition, reported as an action failure

@@ -28,6 +28,7 @@ from cpworker.local.actiontypes import (
     key_of,
 )
 from cpworker.local.aws import AwsClients, SourceUnavailable
+from cpworker.local.credentials import CredentialExpiries
 from cpworker.local.errors import ServiceError
 from cpworker.local.executions import IN_PROGRESS, SUPERSEDED, ActionRun, Execution
 from cpworker.local.jobs import Job, JobBoard
@@ -67,6 +68,11 @@ class EngineSettings:
                                                              after it was created fails its action
                                                              (CodePipeline's 20 minutes); each
                                                              continuation job has its own window
+    credential_ttl_s          ``None`` (never expire)        a job credential expires this long
+                                                             after it was issued: S3 then refuses it
+                                                             (ExpiredToken); GetJobDetails issues
+                                                             fresh ones, and with a TTL so does
+                                                             PollForJobs at each dispatch
     tick_s                    ``0.2``                        scheduler resolution; API calls also
                                                              wake it at once
     default_key_alias         ``"alias/cpworker-local-       the moto KMS key used for pipelines
@@ -83,6 +89,7 @@ class EngineSettings:
     job_timeout_s: float = 3600.0
     lambda_timeout_s: float = 900.0
     lambda_reply_window_s: float = 1200.0
+    credential_ttl_s: float | None = None
     tick_s: float = 0.2
     default_key_alias: str = "alias/cpworker-local-artifacts"
     page_size: int = 50
@@ -107,6 +114,8 @@ class Engine:
         self._executions: dict[str, Execution] = {}
         self._request_tokens: dict[tuple[str, str], str] = {}
         self._jobs = JobBoard()
+        self.expiries = CredentialExpiries()
+        """Expiry of each job credential issued with a ``credential_ttl_s`` (the server's)."""
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -318,6 +327,9 @@ class Engine:
             jobs = self._jobs.poll(
                 record, batch, query, time.time(), self.settings.redispatch_after_s
             )
+        if self.settings.credential_ttl_s is not None:
+            self._renew_credentials(jobs)  # the TTL runs from the dispatch, as a worker expects
+        with self._lock:
             return [job.wire(self.settings.account_id, nonce=True) for job in jobs]
 
     def acknowledge_job(self, job_id: str, nonce: str) -> str:
@@ -325,8 +337,33 @@ class Engine:
             return self._jobs.acknowledge(job_id, nonce)
 
     def get_job_details(self, job_id: str) -> dict[str, Any]:
+        """The job's details with fresh artifact credentials, whatever its state (as AWS)."""
         with self._lock:
-            return self._jobs.get(job_id).wire(self.settings.account_id, nonce=False)
+            job = self._jobs.get(job_id)
+        self._renew_credentials([job])
+        with self._lock:
+            return job.wire(self.settings.account_id, nonce=False)
+
+    def _renew_credentials(self, jobs: list[Job]) -> None:
+        """Issue new artifact credentials to ``jobs`` (STS calls, made without the lock)."""
+        issued = [self._issue_credentials(self._role_of(job)) for job in jobs]
+        with self._lock:
+            for job, credentials in zip(jobs, issued, strict=True):
+                job.data = {**job.data, "artifactCredentials": credentials}
+
+    def _role_of(self, job: Job) -> str:
+        if job.run is None:
+            return f"arn:aws:iam::{self.settings.account_id}:role/cpworker-local-invoke"
+        return str(job.run.execution.declaration["roleArn"])
+
+    def _issue_credentials(self, role_arn: str) -> dict[str, str]:
+        """Job credentials from STS, with their expiry recorded when there is a TTL."""
+        assert self._aws is not None
+        credentials = self._aws.credentials(role_arn)
+        ttl = self.settings.credential_ttl_s
+        if ttl is not None:
+            self.expiries.record(credentials["accessKeyId"], time.time() + ttl)
+        return credentials
 
     def put_job_success_result(self, params: Mapping[str, Any]) -> None:
         with self._lock:
@@ -341,12 +378,11 @@ class Engine:
     def create_lambda_job(self, data: Mapping[str, Any], job_id: str | None) -> dict[str, Any]:
         """A standalone Lambda job (``cpworker invoke``): fresh credentials, the default key."""
         assert self._aws is not None
-        role = f"arn:aws:iam::{self.settings.account_id}:role/cpworker-local-invoke"
-        full = dict(data) | {"artifactCredentials": self._aws.credentials(role)}
-        if "encryptionKey" not in full:
+        job = Job(None, dict(data), time.time(), invoke=True)
+        job.data["artifactCredentials"] = self._issue_credentials(self._role_of(job))
+        if "encryptionKey" not in job.data:
             key = self._aws.default_key(self.settings.default_key_alias)
-            full["encryptionKey"] = {"id": key, "type": "KMS"}
-        job = Job(None, full, time.time(), invoke=True)
+            job.data["encryptionKey"] = {"id": key, "type": "KMS"}
         if job_id is not None:
             job.id = job_id
         with self._lock:
@@ -356,6 +392,17 @@ class Engine:
     def describe_job(self, job_id: str) -> dict[str, Any]:
         with self._lock:
             return views.job_description(self._jobs.get(job_id))
+
+    def result_counts(self, pipeline: str | None) -> dict[str, Any]:
+        """Result requests per job and per action execution (``CpworkerLocal.GetResultCounts``)."""
+        with self._lock:
+            jobs = [
+                job
+                for job in self._jobs
+                if pipeline is None
+                or (job.run is not None and job.run.execution.pipeline == pipeline)
+            ]
+            return views.result_counts(jobs)
 
     # -- scheduler -------------------------------------------------------------------
 
@@ -492,7 +539,7 @@ class Engine:
             },
             "inputArtifacts": [a.wire() for a in run.inputs],
             "outputArtifacts": [a.wire() for a in run.outputs],
-            "artifactCredentials": aws.credentials(ex.declaration["roleArn"]),
+            "artifactCredentials": self._issue_credentials(ex.declaration["roleArn"]),
             "encryptionKey": {"id": self._encryption_key(run, aws), "type": "KMS"},
         }
         if lambda_event:

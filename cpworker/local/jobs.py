@@ -16,6 +16,9 @@ and takes results without acknowledgement. Choices where AWS is silent:
   job has its own. A Lambda job's timeout is the reply window (``lambda_reply_window_s``).
 * A standalone job (no action execution) records its result only; a continuation
   creates its follow-up job at once (same data, plus the token), named by ``next_job_id``.
+* Every result request that reaches a job is tallied (``Job.tally``: received by
+  operation, accepted, refused by error code), duplicates included, so that a chaos
+  run can prove that no job took two results (``CpworkerLocal.GetResultCounts``).
 
 Callers hold the engine lock; nothing here does I/O.
 """
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +39,16 @@ from cpworker.local.executions import IN_PROGRESS, ActionRun
 QUEUED, DISPATCHED, JOB_IN_PROGRESS = "Queued", "Dispatched", "InProgress"
 JOB_SUCCEEDED, JOB_FAILED, TIMED_OUT = "Succeeded", "Failed", "TimedOut"
 OUTPUT_VARIABLES_MAX_BYTES = 122880
+
+
+@dataclass
+class ResultTally:
+    """The result requests a job received (by operation), accepted (by result type:
+    success, continuation, failure) and refused (by error code)."""
+
+    received: Counter[str] = field(default_factory=Counter)
+    accepted: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(eq=False)
@@ -56,6 +70,7 @@ class Job:
     result: dict[str, Any] | None = None
     """What PutJobSuccessResult/PutJobFailureResult reported (CpworkerLocal.DescribeJob)."""
     next_job_id: str | None = None
+    tally: ResultTally = field(default_factory=ResultTally)
 
     def __post_init__(self) -> None:
         if self.invoke:
@@ -134,19 +149,35 @@ class JobBoard:
             job.status = JOB_IN_PROGRESS
         return job.status
 
-    def in_progress(self, job_id: str) -> Job:
-        """The job a result is for; only InProgress jobs take results."""
+    def _report(self, operation: str, job_id: str, apply: Callable[[Job], None]) -> None:
+        """Apply a result request to its job, if InProgress; tally it either way."""
         job = self.get(job_id)
-        if job.status != JOB_IN_PROGRESS:
-            hint = " (acknowledge it first)" if job.status == DISPATCHED else ""
-            raise ServiceError(
-                "InvalidJobStateException", f"Job {job_id} is {job.status}, not InProgress{hint}"
-            )
-        return job
+        job.tally.received[operation] += 1
+        try:
+            if job.status != JOB_IN_PROGRESS:
+                hint = " (acknowledge it first)" if job.status == DISPATCHED else ""
+                raise ServiceError(
+                    "InvalidJobStateException",
+                    f"Job {job_id} is {job.status}, not InProgress{hint}",
+                )
+            apply(job)
+        except ServiceError as exc:
+            job.tally.refused[exc.code] += 1
+            raise
+        assert job.result is not None
+        job.tally.accepted[job.result["type"]] += 1
 
     def succeed(self, params: Mapping[str, Any], now: float, continuation_delay_s: float) -> None:
         """PutJobSuccessResult; a rejected request changes nothing."""
-        job = self.in_progress(params["jobId"])
+        self._report(
+            "PutJobSuccessResult",
+            params["jobId"],
+            lambda job: self._succeed(job, params, now, continuation_delay_s),
+        )
+
+    def _succeed(
+        self, job: Job, params: Mapping[str, Any], now: float, continuation_delay_s: float
+    ) -> None:
         token = params.get("continuationToken")
         variables: dict[str, str] = params.get("outputVariables") or {}
         _check_variables(token, variables)
@@ -175,7 +206,11 @@ class JobBoard:
 
     def fail(self, params: Mapping[str, Any], now: float) -> None:
         """PutJobFailureResult: the job and its action execution fail."""
-        job = self.in_progress(params["jobId"])
+        job_id = params["jobId"]
+        self._report("PutJobFailureResult", job_id, lambda job: self._fail(job, params, now))
+
+    @staticmethod
+    def _fail(job: Job, params: Mapping[str, Any], now: float) -> None:
         job.status = JOB_FAILED
         job.result = _result(params, "failure", "failureDetails")
         details = params["failureDetails"]

@@ -1,19 +1,36 @@
-"""cpworker's own operations on the local endpoint: standalone Lambda jobs.
+"""cpworker's own operations on the local endpoint: standalone Lambda jobs, result counts.
 
 ``cpworker invoke`` runs a Lambda handler once, outside any pipeline, yet the handler
 must report with PutJobSuccessResult/PutJobFailureResult as it would in AWS. These
-operations give it a real job to report on. They use the target prefix
-``CpworkerLocal.`` so no AWS SDK call can reach them by accident, and answer errors in
-the same JSON wire form as the CodePipeline operations::
+operations give it a real job to report on; and a chaos run reads how many results
+each job received. They use the target prefix ``CpworkerLocal.`` so no AWS SDK call
+can reach them by accident (nor can injected faults), and answer errors in the same
+JSON wire form as the CodePipeline operations::
 
     CpworkerLocal.CreateLambdaJob {"data": JobData, "jobId": optional lowercase uuid}
         -> {"jobId", "event": {"CodePipeline.job": {"id", "accountId", "data"}}}
     CpworkerLocal.DescribeJob {"jobId"}
         -> {"jobId", "status", "result": {...}, "nextJobId": ...}
+    CpworkerLocal.GetResultCounts {"pipelineName": optional}
+        -> {"jobs": [{"jobId", "status", "pipelineName", "actionExecutionId",
+                      "received": {"PutJobSuccessResult": n, "PutJobFailureResult": n},
+                      "accepted": {"success" | "continuation" | "failure": n},
+                      "refused": {"InvalidJobStateException": n, ...}}],
+            "actionExecutions": [{"actionExecutionId", "pipelineName",
+                                  "pipelineExecutionId", "actionName", "steps",
+                                  "accepted": {"success" | "continuation" | "failure": n}}]}
 
 ``data`` is checked against botocore's ``JobData`` shape; its artifactCredentials, if
 any, are replaced by fresh ones, and without an encryptionKey the engine's default key
 is added.
+
+GetResultCounts counts every result request that reached a known job, duplicates
+included (a request refused by validation, or answered by an injected fault before
+processing, never reaches one; a ``lost`` answer's request does). Jobs are listed
+oldest first, standalone ones without pipelineName; with ``pipelineName`` only that
+pipeline's. No job may have accepted more than one result, and no action execution
+more than one success or failure: ``steps`` is its number of jobs (one, plus one per
+continuation). A deleted pipeline's jobs are forgotten.
 """
 
 from __future__ import annotations
@@ -41,6 +58,7 @@ class PrivateOperations:
         self._handlers: dict[str, Callable[[Params], Params]] = {
             "CreateLambdaJob": self._create_lambda_job,
             "DescribeJob": self._describe_job,
+            "GetResultCounts": self._get_result_counts,
         }
 
     def call(self, operation: str, params: Params) -> Params:
@@ -58,6 +76,10 @@ class PrivateOperations:
     def _describe_job(self, params: Params) -> Params:
         validate_members(params, {"jobId": ("JobId", True)})
         return self.engine.describe_job(params["jobId"])
+
+    def _get_result_counts(self, params: Params) -> Params:
+        validate_members(params, {"pipelineName": ("PipelineName", False)})
+        return self.engine.result_counts(params.get("pipelineName"))
 
 
 def call_private(endpoint_url: str, operation: str, params: Params, timeout_s: float = 30) -> Any:

@@ -195,3 +195,41 @@ def job_description(job: Job) -> dict[str, Any]:
     return _compact(
         {"jobId": job.id, "status": job.status, "result": job.result, "nextJobId": job.next_job_id}
     )
+
+
+def result_counts(jobs: Iterable[Job]) -> dict[str, Any]:
+    """The ``CpworkerLocal.GetResultCounts`` answer: result requests per job (oldest
+    first) and, summed, per action execution."""
+    per_job: list[dict[str, Any]] = []
+    per_run: dict[str, dict[str, Any]] = {}
+    for job in sorted(jobs, key=lambda job: job.created):
+        run, tally = job.run, job.tally
+        per_job.append(
+            _compact(
+                {
+                    "jobId": job.id,
+                    "status": job.status,
+                    "pipelineName": None if run is None else run.execution.pipeline,
+                    "actionExecutionId": None if run is None else run.id,
+                    "received": dict(tally.received),
+                    "accepted": dict(tally.accepted),
+                    "refused": dict(tally.refused),
+                }
+            )
+        )
+        if run is not None:
+            entry = per_run.setdefault(
+                run.id,
+                {
+                    "actionExecutionId": run.id,
+                    "pipelineName": run.execution.pipeline,
+                    "pipelineExecutionId": run.execution.id,
+                    "actionName": run.name,
+                    "steps": 0,
+                    "accepted": {},
+                },
+            )
+            entry["steps"] += 1
+            for kind, count in tally.accepted.items():
+                entry["accepted"][kind] = entry["accepted"].get(kind, 0) + count
+    return {"jobs": per_job, "actionExecutions": list(per_run.values())}

@@ -10,6 +10,8 @@ import sys
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from cpw_local_lab import free_port
 
 
@@ -59,3 +61,58 @@ def test_local_refuses_a_non_loopback_host() -> None:
     )
     assert done.returncode == 2
     assert "cpworker local listens on loopback only" in done.stderr
+
+
+def test_local_injects_the_faults_it_is_given() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cpworker.cli", "local", "--port", str(port)),
+            *("--faults", "throttle=1,ops=ListPipelines,seed=1", "--credential-ttl", "600"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("cpworker local ready at")
+        codepipeline = boto3.client(
+            "codepipeline",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        with pytest.raises(ClientError) as raised:
+            codepipeline.list_pipelines()
+        assert raised.value.response["Error"]["Code"] == "ThrottlingException"
+        assert "actionTypes" in codepipeline.list_action_types()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("throttle=2", "fault probabilities must be between 0 and 1"),
+        ("ops=PollForJob", "unknown operation(s) PollForJob"),
+        ("slow=0.1", "'slow' is not a fault setting"),
+    ],
+)
+def test_local_refuses_a_bad_fault_spec(spec: str, message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cpworker.cli", "local", "--faults", spec],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"argument --faults: {message}" in done.stderr
