@@ -66,12 +66,14 @@ timings are :class:`~cpworker.local.engine.EngineSettings` fields):
   /dev/null, Lambda's ``AWS_LAMBDA_*``/``AWS_EXECUTION_ENV``/``_HANDLER`` variables and
   ``CPWORKER_LOCAL=1``, then the function's own ``environment`` (reserved names refused).
   Its output is logged at INFO as ``[FunctionName request-id] line``; the event is not.
-* A function is killed ``lambda_timeout_s`` (900 s) after it starts, or at its own
-  shorter timeout; that alone does not fail the action. A Lambda job with no result
-  ``lambda_reply_window_s`` (1200 s) after its creation fails the action (JobTimedOut,
-  "the Lambda function did not report a result within N s"); each continuation job
-  has its own window, and there is no 24-hour overall limit. A function that raises is
-  not retried (Lambda retries asynchronous invocations twice).
+* A function is killed ``lambda_timeout_s`` (900 s) after its handler is called, or
+  at its own shorter timeout (start-up and imports before the call have their own
+  limit, ``lambda_init_timeout_s``, 10 s); that alone does not fail the action. A
+  Lambda job with no result ``lambda_reply_window_s`` (1200 s) after its creation
+  fails the action (JobTimedOut, "the Lambda function did not report a result within
+  N s"); each continuation job has its own window, and there is no 24-hour overall
+  limit. A function that raises is not retried (Lambda retries asynchronous
+  invocations twice).
 * Lambda jobs take PutJobSuccessResult/PutJobFailureResult without AcknowledgeJob;
   PollForJobs never returns them. A continuation invokes the function again, with a
   new job carrying ``continuationToken`` and fresh credentials, ``continuation_delay_s``

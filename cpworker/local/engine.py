@@ -60,10 +60,14 @@ class EngineSettings:
                                                              was created fails its action; AWS uses
                                                              24 hours for custom action jobs
     lambda_timeout_s          ``900.0``                      a function's process is killed this
-                                                             long after it started (Lambda's
-                                                             maximum); a function may set less. That
-                                                             alone does not fail the action: the
-                                                             reply window does
+                                                             long after its handler was called
+                                                             (Lambda's maximum); a function may set
+                                                             less. That alone does not fail the
+                                                             action: the reply window does
+    lambda_init_timeout_s     ``10.0``                       a function's process is killed if its
+                                                             handler is not called this long after
+                                                             the process started (start-up and
+                                                             imports; Lambda's init limit)
     lambda_reply_window_s     ``1200.0``                     a Lambda job with no result this long
                                                              after it was created fails its action
                                                              (CodePipeline's 20 minutes); each
@@ -88,6 +92,7 @@ class EngineSettings:
     redispatch_after_s: float = 60.0
     job_timeout_s: float = 3600.0
     lambda_timeout_s: float = 900.0
+    lambda_init_timeout_s: float = 10.0
     lambda_reply_window_s: float = 1200.0
     credential_ttl_s: float | None = None
     tick_s: float = 0.2
@@ -573,4 +578,5 @@ class Engine:
         if self._finish_step(run, apply):
             timeout_s = spec.timeout(self.settings.lambda_timeout_s)
             event = job.event(self.settings.account_id)
-            self._invoker.invoke(Invocation(name, spec, event, timeout_s))
+            init_timeout_s = self.settings.lambda_init_timeout_s
+            self._invoker.invoke(Invocation(name, spec, event, timeout_s, init_timeout_s))

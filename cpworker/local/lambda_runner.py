@@ -3,10 +3,16 @@
 The local CodePipeline starts one such process per invocation, so a function gets its
 own environment variables (as in Lambda) and can be killed at its timeout. The event
 comes as JSON on stdin, never in argv, because it carries artifact credentials.
-Per-invocation facts the Lambda runtime gets from its API (request id, deadline,
-invoked ARN) come as options; the function's own facts come from the ``AWS_LAMBDA_*``
-variables, as in Lambda. The handler's return value is ignored: Invoke actions are
-asynchronous invocations, and the function reports through PutJob*Result.
+Per-invocation facts the Lambda runtime gets from its API (request id, invoked ARN)
+come as options; the function's own facts come from the ``AWS_LAMBDA_*`` variables, as
+in Lambda. The handler's return value is ignored: Invoke actions are asynchronous
+invocations, and the function reports through PutJob*Result.
+
+As in Lambda, the function's timeout counts from the handler call, not from process
+start: interpreter start-up and importing the handler's module are the init phase,
+which has its own limit. With ``--started-fd`` the runner writes one byte to that pipe
+as it calls the handler, and the invoker starts the timeout then; the context's
+deadline starts at the same moment.
 
 ``REF`` is ``module:attribute`` (imported from the working directory / PYTHONPATH) or
 ``path/to/file.py:attribute`` (loaded from that file, whose directory goes first on
@@ -31,9 +37,10 @@ from typing import Any
 
 from cpworker.local.lambda_context import LambdaContext, function_arn
 
-__all__ = ["HandlerRef", "load_handler", "main"]
+__all__ = ["STARTED", "HandlerRef", "load_handler", "main"]
 
 Handler = Callable[[Any, Any], Any]
+STARTED = b"S"  # written to --started-fd as the handler is called
 
 
 class HandlerRef:
@@ -85,30 +92,37 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cpworker.local.lambda_runner")
     parser.add_argument("ref", help="module:attribute or path/file.py:attribute")
     parser.add_argument("--request-id", default=None)
-    parser.add_argument("--deadline-ms", type=int, default=None, help="epoch ms of the timeout")
     parser.add_argument("--function-arn", default=None)
+    parser.add_argument(
+        "--started-fd", type=int, default=None, help="pipe told when the handler is called"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Read the event, build the context, call the handler; 1 if anything raised."""
+    """Read the event, load the handler (init), then call it; 1 if anything raised."""
     args = _arguments(argv)
+    if args.started_fd is not None:
+        os.set_inheritable(args.started_fd, False)  # the handler's children must not hold it
     # Lambda's runtime gives the root logger a handler, so a handler's basicConfig()
     # is a no-op there too; WARNING is the root's default level in both.
     logging.basicConfig(format="[%(levelname)s]\t%(asctime)s\t%(message)s", stream=sys.stderr)
     environ = os.environ
     name = environ.get("AWS_LAMBDA_FUNCTION_NAME", "function")
     timeout_s = float(environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT", "3"))
-    context = LambdaContext.from_environment(
-        environ,
-        request_id=args.request_id or str(uuid.uuid4()),
-        deadline_ms=args.deadline_ms or int((time.time() + timeout_s) * 1000),
-        invoked_function_arn=args.function_arn
-        or function_arn(environ.get("AWS_REGION", "us-east-1"), "123456789012", name),
-    )
     try:
         event = json.load(sys.stdin)
         handler = load_handler(args.ref)
+        context = LambdaContext.from_environment(
+            environ,
+            request_id=args.request_id or str(uuid.uuid4()),
+            deadline_ms=int((time.time() + timeout_s) * 1000),
+            invoked_function_arn=args.function_arn
+            or function_arn(environ.get("AWS_REGION", "us-east-1"), "123456789012", name),
+        )
+        if args.started_fd is not None:
+            os.write(args.started_fd, STARTED)
+            os.close(args.started_fd)
         handler(event, context)
     except Exception as exc:  # noqa: BLE001 - whatever the handler raises ends this invocation
         # Lambda's form: the error type and message, then the stack; never the event.

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from cpworker.local.lambda_context import DEFAULT_MEMORY_MB, LATEST, function_arn
-from cpworker.local.lambda_runner import HandlerRef
+from cpworker.local.lambda_runner import STARTED, HandlerRef
 
 log = logging.getLogger("cpworker.local")
 
@@ -54,6 +55,7 @@ RESERVED = frozenset(
     }
 )
 _DUMMY_CREDENTIAL = "cpworker-local"
+INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
 
 
 @dataclass(frozen=True)
@@ -145,12 +147,18 @@ class FunctionRegistry:
 
 @dataclass(frozen=True)
 class Invocation:
-    """One asynchronous invocation of a function with one event."""
+    """One asynchronous invocation of a function with one event.
+
+    ``timeout_s`` counts from the handler call; ``init_timeout_s`` bounds what comes
+    before it (interpreter start-up, importing the handler's module), as Lambda's init
+    phase has its own limit (10 s).
+    """
 
     function_name: str
     spec: FunctionSpec
     event: dict[str, Any] = field(repr=False)  # carries credentials: never log it
     timeout_s: float
+    init_timeout_s: float = INIT_TIMEOUT_S
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
@@ -212,15 +220,15 @@ class Invoker:
 
     def _run(self, invocation: Invocation) -> None:
         prefix = f"[{invocation.function_name} {invocation.request_id}]"
-        started = time.monotonic()
-        deadline_ms = int((time.time() + invocation.timeout_s) * 1000)
         arn = function_arn(self._region, self._account_id, invocation.function_name)
+        started_read, started_write = os.pipe()
         command = [
             *(sys.executable, "-u", "-m", "cpworker.local.lambda_runner"),
             *(invocation.spec.handler, "--request-id", invocation.request_id),
-            *("--deadline-ms", str(deadline_ms), "--function-arn", arn),
+            *("--function-arn", arn, "--started-fd", str(started_write)),
         ]
         log.info("%s START Version: %s", prefix, LATEST)
+        init_began = time.monotonic()
         try:
             process = subprocess.Popen(
                 command,
@@ -228,11 +236,15 @@ class Invoker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=self.environment(invocation),
+                pass_fds=(started_write,),
                 start_new_session=True,  # its own process group: a timeout kills its children
             )
         except OSError as exc:
+            os.close(started_read)
             log.error("%s could not start the function: %s", prefix, exc)
             return
+        finally:
+            os.close(started_write)
         with self._lock:
             self._running.add(process)
         assert process.stdin is not None
@@ -245,18 +257,52 @@ class Invoker:
         except OSError:
             pass  # the function exited before reading its event; its output says why
         try:
-            status = process.wait(invocation.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill(process)
-            status = process.wait()
-            log.warning("%s Task timed out after %.2f seconds", prefix, invocation.timeout_s)
+            status, duration_s = self._supervise(
+                process, started_read, init_began, invocation, prefix
+            )
         finally:
+            os.close(started_read)
             with self._lock:
                 self._running.discard(process)
         reader.join(timeout=5)
         if status > 0:
             log.warning("%s the function exited with status %d", prefix, status)
-        log.info("%s END Duration: %.0f ms", prefix, (time.monotonic() - started) * 1000)
+        if duration_s is None:
+            log.info("%s END (the handler was never called)", prefix)
+        else:
+            log.info("%s END Duration: %.0f ms", prefix, duration_s * 1000)
+
+    @staticmethod
+    def _supervise(
+        process: subprocess.Popen[bytes],
+        started: int,
+        init_began: float,
+        invocation: Invocation,
+        prefix: str,
+    ) -> tuple[int, float | None]:
+        """Wait for the process: init within ``init_timeout_s``, then the handler within
+        ``timeout_s`` of its call. Returns the exit status and the handler's duration
+        (None if it was never called)."""
+        init_left = invocation.init_timeout_s - (time.monotonic() - init_began)
+        ready, _, _ = select.select([started], [], [], max(init_left, 0.0))
+        if ready and os.read(started, len(STARTED)) == STARTED:
+            handler_began = time.monotonic()
+            log.info("%s Init Duration: %.0f ms", prefix, (handler_began - init_began) * 1000)
+            try:
+                status = process.wait(invocation.timeout_s)
+            except subprocess.TimeoutExpired:
+                status = _kill(process)
+                log.warning("%s Task timed out after %.2f seconds", prefix, invocation.timeout_s)
+            return status, time.monotonic() - handler_began
+        # The pipe closed without a word (init failed, the process is ending) or init is
+        # still running at its limit.
+        left = invocation.init_timeout_s - (time.monotonic() - init_began)
+        try:
+            return process.wait(max(left, 0.0)), None
+        except subprocess.TimeoutExpired:
+            status = _kill(process)
+            log.warning("%s Init timed out after %.2f seconds", prefix, invocation.init_timeout_s)
+            return status, None
 
 
 def _relay(stream: IO[bytes], prefix: str) -> None:
@@ -266,6 +312,9 @@ def _relay(stream: IO[bytes], prefix: str) -> None:
     stream.close()
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
+def _kill(process: subprocess.Popen[bytes]) -> int:
+    """Kill the function's process group; returns once the process is reaped (so it is
+    gone, not a zombie, when the time-out is logged), with its exit status."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+    return process.wait()

@@ -146,16 +146,19 @@ def test_silent_function_fails_the_action_after_the_reply_window(
 def test_function_timeout_kills_the_process_but_only_the_reply_window_fails_the_action(
     lab: Lab, function: Register, tune: Callable[..., None], logs: pytest.LogCaptureFixture
 ) -> None:
-    tune(lambda_reply_window_s=4.0)
+    # The reply window counts from the job's creation, so it also covers the function's
+    # init, which can take seconds on a loaded machine: keep it long until the kill.
+    tune(lambda_reply_window_s=60.0)
     fn = function("sleep_past_timeout", timeout_s=1)
     name, execution_id = lab.pipeline([lambda_action("Sleepy", function_name=fn)])
 
-    lab.wait_until(lambda: "Task timed out after 1.00 seconds" in logs.text)
+    lab.wait_until(lambda: "Task timed out after 1.00 seconds" in logs.text, timeout_s=60)
 
     pid = int(logs.text.split("pid=")[1].split()[0])
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert lab.action_state(name, "Sleepy")["status"] == "InProgress"
+    tune(lambda_reply_window_s=1.0)  # now let the (already elapsed) window end it
     assert lab.wait(name, execution_id)["status"] == "Failed"
     assert "did not report" in lab.action_state(name, "Sleepy")["errorDetails"]["message"]
 
