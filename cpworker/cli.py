@@ -64,16 +64,21 @@ def serve(args: argparse.Namespace) -> int:
     )
     if args.register:
         app.register(client, args.action)
+    defaults = WorkerSettings()
     settings = WorkerSettings(
         concurrency=args.concurrency,
+        isolation=args.isolation,
         poll_interval_min_s=args.poll_min,
         poll_interval_max_s=args.poll_max,
         drain_timeout_s=args.drain_timeout,
-        workspace_root=args.workspace or WorkerSettings().workspace_root,
+        state_dir=args.state_dir or defaults.state_dir,
+        workspace_root=args.workspace or defaults.workspace_root,
         keep_workspace=args.keep_workspace,
         queries=dict(args.query),
+        credential_refresh_s=args.credential_refresh,
         region=client.meta.region_name,
         endpoint_url=args.endpoint_url,
+        profile=args.profile,
     )
     worker = Worker(CodePipelineAPI(client), specs, settings)
     _on_signals(worker.shutdown)
@@ -216,7 +221,28 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--poll-min", type=float, default=0.5, help="first idle wait, s (0.5)")
     run.add_argument("--poll-max", type=float, default=10.0, help="longest idle wait, s (10)")
     run.add_argument(
-        "--drain-timeout", type=float, default=60.0, help="on SIGTERM, s to finish jobs (60)"
+        "--drain-timeout",
+        type=float,
+        default=25.0,
+        help="on SIGTERM, s running jobs may finish before they are handed back (25)",
+    )
+    run.add_argument(
+        "--isolation",
+        choices=("process", "thread"),
+        default="process",
+        help="run each job in a child process that its deadline can kill (default), or in a thread",
+    )
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        help="journal of acknowledged jobs; must survive the worker "
+        "(default: $XDG_STATE_HOME/cpworker or ~/.local/state/cpworker)",
+    )
+    run.add_argument(
+        "--credential-refresh",
+        type=float,
+        default=900.0,
+        help="s between renewals of a job's artifact credentials (900)",
     )
     run.add_argument(
         "--query",

@@ -36,7 +36,7 @@ from cpworker.api import CodePipelineAPI, codepipeline_client
 from cpworker.app import ActionSpec, run_handler
 from cpworker.artifacts import ArtifactSettings
 from cpworker.job import Flag
-from cpworker.logs import logger
+from cpworker.logs import limit_sdk_loggers, logger
 from cpworker.model import ArtifactCredentials, JobEnvelope
 from cpworker.redact import SECRETS
 from cpworker.result import Result
@@ -236,24 +236,101 @@ class ProcessRun:
 
 
 class ProcessRunner:
-    """Starts children from a forkserver that preloads cpworker and the app's modules."""
+    """Runs each job in a child forked from a forkserver that preloads cpworker and the
+    app's modules.
 
-    def __init__(self, specs: Sequence[ActionSpec]) -> None:
+    ``spares`` children are forked ahead and wait for their task, so a job does not
+    wait for a fork; each child still runs one job only, then exits. As with any
+    ``multiprocessing`` program, a script that runs a worker must keep its entry
+    point under ``if __name__ == "__main__":``.
+    """
+
+    def __init__(self, specs: Sequence[ActionSpec], spares: int = 2) -> None:
         self._context = multiprocessing.get_context("forkserver")
         modules = {"cpworker.prefork"} | {spec.handler.__module__ for spec in specs}
-        self._context.set_forkserver_preload(sorted(modules))
+        # "__main__" first: imported once in the forkserver, so that no child imports
+        # the main module again (multiprocessing would, for each one).
+        self._context.set_forkserver_preload(["__main__", *sorted(modules)])
         self.stopping = self._context.Event()
+        self._wanted = spares
+        self._spares: list[_Spare] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._refilling = False
 
     def start(self, task: JobTask) -> ProcessRun:
-        receiver, sender = self._context.Pipe(duplex=False)
+        while True:
+            with self._lock:
+                spare = self._spares.pop() if self._spares else None
+            if spare is None:
+                spare = self._fork()
+            threading.Thread(target=self._refill, name="cpworker-spares", daemon=True).start()
+            try:
+                spare.tasks.send(task)
+            except OSError:  # the spare died while it waited: take another
+                spare.discard()
+                continue
+            spare.tasks.close()
+            return ProcessRun(spare.process, spare.results)
+
+    def _fork(self) -> _Spare:
+        tasks_in, tasks_out = self._context.Pipe(duplex=False)
+        results_in, results_out = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=_child_main,
-            args=(task, sender, self.stopping),
-            name=f"job-{task.envelope.id}",
+            target=_child_main, args=(tasks_in, results_out, self.stopping), name="cpworker-job"
         )
         process.start()
-        sender.close()
-        return ProcessRun(process, receiver)
+        tasks_in.close()
+        results_out.close()
+        return _Spare(process, tasks_out, results_in)
+
+    def _refill(self) -> None:
+        """Fork spares until there are enough again (one refill at a time)."""
+        with self._lock:
+            if self._refilling:
+                return
+            self._refilling = True
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or len(self._spares) >= self._wanted:
+                        return
+                spare = self._fork()
+                with self._lock:
+                    if self._closed:
+                        spare.discard()
+                        return
+                    self._spares.append(spare)
+        finally:
+            with self._lock:
+                self._refilling = False
+
+    def prepare(self) -> None:
+        """Start the forkserver and fork the spares now, so that the first jobs do not
+        spend their deadline waiting for them."""
+        self._refill()
+
+    def close(self) -> None:
+        """End the waiting spares (a worker embedded in a longer-lived program)."""
+        with self._lock:
+            self._closed = True
+            spares, self._spares = self._spares, []
+        for spare in spares:
+            spare.discard()
+
+
+@dataclass
+class _Spare:
+    """A forked child waiting for its task."""
+
+    process: multiprocessing.process.BaseProcess
+    tasks: Connection
+    results: Connection
+
+    def discard(self) -> None:
+        self.tasks.close()  # the child reads EOF and exits
+        self.results.close()
+        self.process.join(timeout=5)
 
 
 class ThreadRunner:
@@ -265,6 +342,12 @@ class ThreadRunner:
 
     def start(self, task: JobTask) -> ThreadRun:
         return ThreadRun(task, self.stopping, self._api)
+
+    def prepare(self) -> None:
+        """Nothing to start: threads are made per job."""
+
+    def close(self) -> None:
+        """Nothing to end: a thread that runs on is the handler's own."""
 
 
 # -- inside the child ------------------------------------------------------------------------
@@ -312,9 +395,14 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _child_main(task: JobTask, conn: Connection, stopping: Flag) -> None:
+def _child_main(tasks: Connection, conn: Connection, stopping: Flag) -> None:
     os.setsid()
     _die_with_parent()
+    try:
+        task: JobTask = tasks.recv()
+    except EOFError:  # a spare the worker no longer needs
+        os._exit(0)
+    tasks.close()
     os.environ.clear()
     os.environ.update(task.environ)
     forward = _Forward(conn)
@@ -323,8 +411,7 @@ def _child_main(task: JobTask, conn: Connection, stopping: Flag) -> None:
         root.removeHandler(existing)
     root.addHandler(forward)
     root.setLevel(task.log_level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, task.log_level))
+    limit_sdk_loggers()
 
     def fetch() -> JobEnvelope:
         client = codepipeline_client(

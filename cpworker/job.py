@@ -27,6 +27,7 @@ class Flag(Protocol):
 
     def is_set(self) -> bool: ...
 
+
 _current: ContextVar[Job[Any] | None] = ContextVar("cpworker_current_job", default=None)
 
 

@@ -164,7 +164,9 @@ class Worker:
         if self.settings.isolation == "process":
             _check_picklable(self.specs)
         self._runner: ProcessRunner | ThreadRunner = (
-            ProcessRunner(self.specs) if self.settings.isolation == "process" else ThreadRunner(api)
+            ProcessRunner(self.specs, spares=min(self.settings.concurrency, 4))
+            if self.settings.isolation == "process"
+            else ThreadRunner(api)
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -184,6 +186,7 @@ class Worker:
                     "worker": str(self._identity),
                 },
             )
+            self._runner.prepare()
             self._recover()
             idle = 0
             rotation = itertools.cycle(self.specs)
@@ -194,6 +197,7 @@ class Worker:
                     self._stopping.wait(self._idle_delay(idle))
             self._drain()
         finally:
+            self._runner.close()
             self._journal.close()
 
     def shutdown(self) -> None:

@@ -24,10 +24,13 @@ from cpworker.artifacts import (
     artifact_s3_client,
 )
 from cpworker.config import parse_config, secret_values
+from cpworker.credentials import Fetch, refreshing
 from cpworker.errors import PermissionError
-from cpworker.job import Job
+from cpworker.job import Flag, Job
 from cpworker.logs import JobLogger
 from cpworker.model import JobEnvelope
+
+DEFAULT_CREDENTIAL_REFRESH_S = 900.0
 
 
 class JobAbandoned(RuntimeError):  # noqa: N818 - names the job's state
@@ -37,7 +40,12 @@ class JobAbandoned(RuntimeError):  # noqa: N818 - names the job's state
 
 @dataclass(frozen=True)
 class JobContext:
-    """What the runtime gives every job besides its envelope."""
+    """What the runtime gives every job besides its envelope.
+
+    ``refresh_credentials`` fetches the job's current artifact credentials
+    (GetJobDetails); with it, the job's S3 client renews them every
+    ``credential_refresh_s`` seconds.
+    """
 
     workspace: Path
     deadline_s: float
@@ -45,7 +53,9 @@ class JobContext:
     artifact_settings: ArtifactSettings = field(default_factory=ArtifactSettings)
     region: str | None = None
     endpoint_url: str | None = None
-    stopping: threading.Event = field(default_factory=threading.Event)
+    stopping: Flag = field(default_factory=threading.Event)
+    refresh_credentials: Fetch | None = None
+    credential_refresh_s: float = DEFAULT_CREDENTIAL_REFRESH_S
     # Set by a runtime that reports the outcome without waiting for the handler (the
     # Lambda timeout trap): from then on, ensure_active() raises.
     abandoned: threading.Event = field(default_factory=threading.Event)
@@ -136,6 +146,10 @@ def _artifacts(
         region=context.region,
         endpoint_url=context.endpoint_url,
     )
+    if context.refresh_credentials is not None:
+        client = refreshing(
+            client, credentials, context.refresh_credentials, context.credential_refresh_s
+        )
     settings, workspace = context.artifact_settings, context.workspace
     inputs = [
         InputArtifact(
