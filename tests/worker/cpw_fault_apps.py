@@ -100,3 +100,18 @@ def polite(job: Job[HandBackConfig]) -> Continue:
     while not job.is_shutting_down():
         time.sleep(0.05)
     return Continue(state={"seen": "shutdown"}, summary="saw is_shutting_down()")
+
+
+class OutliveConfig(BaseModel):
+    Seconds: float = 3.0
+
+
+@app.action(
+    category="Test", provider="CpwOutlive", config=OutliveConfig, inputs=(1, 1), outputs=(1, 1)
+)
+def outlive(job: Job[OutliveConfig]) -> Success:
+    """Wait past the artifact credentials' lifetime, then read the input and write the output."""
+    time.sleep(job.config.Seconds)
+    source = job.inputs.one().extract()
+    job.outputs.one().upload_dir(source)
+    return Success(summary="uploaded after the first credentials expired")

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +308,34 @@ def test_process_isolation_refuses_a_handler_a_child_cannot_import(tmp_path: Pat
     with pytest.raises(ValueError, match="define its handler and config model at module level"):
         Worker(object(), list(local_app), WorkerSettings(state_dir=tmp_path))  # type: ignore[arg-type]
     assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def short_lived_credentials(local: LocalCodePipeline) -> Iterator[None]:
+    """Job credentials that S3 refuses (ExpiredToken) 1.5 s after they are issued."""
+    original = local.engine.settings.credential_ttl_s
+    local.engine.configure(credential_ttl_s=1.5)
+    yield
+    local.engine.configure(credential_ttl_s=original)
+
+
+@pytest.mark.usefixtures("short_lived_credentials")
+def test_a_job_outliving_its_credentials_still_reads_and_uploads_with_fresh_ones(
+    start_pipeline: StartPipeline, worker: StartWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = start_pipeline("CpwOutlive", {"Seconds": "3"}, outputs=("Out",))
+    serve(worker, "outlive", credential_refresh_s=0.5)
+    assert run.wait()["status"] == "Succeeded"
+    assert run.action_state()["summary"] == "uploaded after the first credentials expired"
+    assert [r for r in caplog.records if r.getMessage() == "artifact credentials refreshed"]
+
+
+@pytest.mark.usefixtures("short_lived_credentials")
+def test_without_refresh_the_expired_credentials_are_refused(
+    start_pipeline: StartPipeline, worker: StartWorker
+) -> None:
+    # The control for the test above: the local CodePipeline's TTL really bites.
+    run = start_pipeline("CpwOutlive", {"Seconds": "3"}, outputs=("Out",))
+    serve(worker, "outlive", credential_refresh_s=900)
+    assert run.wait()["status"] == "Failed"
+    assert "ExpiredToken" in run.action_state()["errorDetails"]["message"]
