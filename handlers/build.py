@@ -10,7 +10,9 @@ Serve it with ``cpworker serve handlers.build:app``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -83,25 +85,17 @@ def _run_build(job: Job[BuildConfig], run_id: str) -> Result:
     timeout = min(float(job.config.TimeoutSeconds), job.remaining())
     job.log.info("build started", extra={"run_id": run_id, "timeout_s": timeout})
     started = time.monotonic()
-    try:
-        completed = subprocess.run(
-            ["/bin/sh", "-c", job.config.Command],
-            cwd=source,
-            env=_command_environment(job, run_id),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    output_file = job.workspace / "build-output.log"
+    status = _run_command(
+        job.config.Command, source, _command_environment(job, run_id), timeout, output_file
+    )
+    if status is None:
         return Failure(f"the command timed out after {timeout:.0f} s", external_execution_id=run_id)
     duration = time.monotonic() - started
-    output = completed.stdout.decode(errors="replace")
-    job.log.info("build finished", extra={"run_id": run_id, "exit_code": completed.returncode})
-    if completed.returncode != 0:
+    job.log.info("build finished", extra={"run_id": run_id, "exit_code": status})
+    if status != 0:
         return Failure(
-            f"the command exited with status {completed.returncode}; output ends with:\n"
-            f"{output[-TAIL_CHARACTERS:]}",
+            f"the command exited with status {status}; output ends with:\n{_tail(output_file)}",
             external_execution_id=run_id,
         )
     if job.outputs:
@@ -117,6 +111,46 @@ def _run_build(job: Job[BuildConfig], run_id: str) -> Result:
             "SourceRevision": source_artifact.revision or "unknown",
         },
     )
+
+
+def _run_command(
+    command: str, cwd: Path, environment: dict[str, str], timeout: float, output_file: Path
+) -> int | None:
+    """Run ``command`` with its output in ``output_file``; its exit status, or None if it
+    timed out.
+
+    The shell gets a process group of its own, and the whole group is killed however
+    this ends (exit, timeout, an exception), so nothing the build started in the
+    background outlives it in a workspace about to be deleted. A group, not a session:
+    ``cpworker serve`` kills the job's session at its deadline, and that must reach the
+    build too. Output goes to a file, not a pipe, so a background process that keeps the
+    shell's stdout open cannot hold the build past the shell's exit.
+    """
+    with output_file.open("wb") as output:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=cwd,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _tail(output_file: Path) -> str:
+    """The last ``TAIL_CHARACTERS`` characters of the command's output."""
+    with output_file.open("rb") as output:
+        output.seek(max(0, output_file.stat().st_size - 4 * TAIL_CHARACTERS))
+        return output.read().decode(errors="replace")[-TAIL_CHARACTERS:]
 
 
 def _command_environment(job: Job[BuildConfig], run_id: str) -> dict[str, str]:

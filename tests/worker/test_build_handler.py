@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from conftest import Run
@@ -76,3 +79,69 @@ def test_output_directory_outside_the_source_is_a_configuration_error(
         "code": "ConfigurationError",
         "message": "OutputDirectory must stay inside the source artifact",
     }
+
+
+def _stopped(pid: int) -> bool:
+    """The process no longer runs: no such pid, or a zombie left for init to reap."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+def _eventually_stopped(pid: int, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not _stopped(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# Thread isolation in both tests below: nothing but the build handler itself stops what
+# its command started (in process isolation the worker also kills the job's session).
+
+
+def test_a_build_that_times_out_leaves_no_process_behind(
+    start_pipeline: Callable[..., Run],
+    worker: Callable[..., Worker],
+    aws: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    run = _start(
+        start_pipeline,
+        aws,
+        Command=f"sleep 300 & echo $! > {pid_file}; wait",
+        TimeoutSeconds="2",
+    )
+    worker(serve=build_app, isolation="thread")
+    assert run.wait()["status"] == "Failed"
+    assert run.action_state("Act")["errorDetails"] == {
+        "code": "JobFailed",
+        "message": "the command timed out after 2 s",
+    }
+    assert _eventually_stopped(int(pid_file.read_text()))
+
+
+def test_a_build_that_leaves_a_background_process_succeeds_at_once_and_stops_it(
+    start_pipeline: Callable[..., Run],
+    worker: Callable[..., Worker],
+    aws: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "daemon.pid"
+    run = _start(
+        start_pipeline,
+        aws,
+        Command=f"sh build.sh; sleep 300 & echo $! > {pid_file}",
+        OutputDirectory="dist",
+    )
+    worker(serve=build_app, isolation="thread")
+    assert run.wait()["status"] == "Succeeded"  # not held by the sleep's copy of stdout
+    assert _eventually_stopped(int(pid_file.read_text()))
