@@ -123,7 +123,7 @@ def test_a_job_that_cannot_even_start_still_gets_a_failure(
     assert run.wait()["status"] == "Failed"
     error = run.action_state()["errorDetails"]
     assert error["code"] == "SystemUnavailable"
-    assert error["message"].startswith("cpworker could not run the job: FileExistsError")
+    assert error["message"].startswith("cpworker could not run the job: WorkspaceRootError")
 
 
 def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
