@@ -65,6 +65,7 @@ class ActionSpec:
     on_timeout: OnTimeout = "fail"
     timeout_s: float = DEFAULT_TIMEOUT_S
     on_shutdown: OnShutdown = "fail"
+    optional_outputs: frozenset[str] = frozenset()
 
     @property
     def queryable(self) -> ConfigProperty | None:
@@ -135,6 +136,7 @@ class ActionApp:
         on_timeout: OnTimeout = "fail",
         timeout: float | timedelta = DEFAULT_TIMEOUT_S,
         on_shutdown: OnShutdown = "fail",
+        optional_outputs: Sequence[str] = (),
     ) -> Callable[[HandlerT], HandlerT]:
         """Register the decorated function as the handler of a custom action type.
 
@@ -152,10 +154,21 @@ class ActionApp:
         when the worker stops (drain timeout, or a worker found dead on restart):
         ``"fail"`` (SystemUnavailable) or ``"continue"`` (the step is handed back
         with a continuation and runs again on any worker, from the last state).
+
+        ``optional_outputs`` names the output artifacts the handler may leave unwritten.
+        Every other output artifact of the job must have been uploaded (an empty zip
+        counts) when the handler returns ``Success``; if one was not, the job fails with
+        ``JobFailed: output artifact 'X' was not uploaded`` rather than succeeding and
+        failing a later action that finds no artifact. A ``Continue`` is not checked.
         """
         for option, value in (("on_timeout", on_timeout), ("on_shutdown", on_shutdown)):
             if value not in ("fail", "continue"):
                 raise ValueError(f"{option}={value!r} is invalid: use 'fail' or 'continue'")
+        if isinstance(optional_outputs, str):
+            raise ValueError(
+                f"optional_outputs={optional_outputs!r} is invalid: give a sequence of "
+                f"artifact names, e.g. ({optional_outputs!r},)"
+            )
         timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         if not timeout_s > 0:
             raise ValueError(f"timeout={timeout!r} is invalid: give a positive number of seconds")
@@ -192,6 +205,7 @@ class ActionApp:
                 on_timeout,
                 timeout_s,
                 on_shutdown,
+                frozenset(optional_outputs),
             )
             return handler
 
@@ -265,16 +279,19 @@ def run_handler(
 
     ``ActionFailed`` keeps its type and message; any other exception becomes
     ``JobFailed`` with ``"<ExceptionType>: <message>"`` and its traceback is logged.
+    A ``Success`` that left a required output artifact unwritten becomes ``JobFailed``.
     ``secrets`` are masked out of the message (the log formatter masks the rest).
     """
     try:
         job = make_job()
         token = _current.set(job)
         try:
-            result = spec.handler(job)
+            result = _checked(spec.handler(job))
         finally:
             _current.reset(token)
-        return _redacted(_checked(result), secrets)
+        if isinstance(result, Success):
+            result = _with_outputs(result, spec, job, log)
+        return _redacted(result, secrets)
     except ActionFailed as exc:
         log.info("handler failed the job", extra={"failure_type": exc.failure_type.value})
         return Failure(
@@ -295,6 +312,25 @@ def _checked(result: object) -> Result:
         return result
     raise InvalidResult(
         f"the handler returned {type(result).__name__}; return Success, Continue or Failure"
+    )
+
+
+def _with_outputs(result: Success, spec: ActionSpec, job: Job[Any], log: JobLogger) -> Result:
+    """``result``, or a failure naming the required output artifacts nobody uploaded."""
+    missing = [
+        output.name
+        for output in job.outputs
+        if not output.uploaded and output.name not in spec.optional_outputs
+    ]
+    if not missing:
+        return result
+    log.error("the handler returned Success without its outputs", extra={"missing": missing})
+    names = ", ".join(repr(name) for name in missing)
+    what = f"output artifact {names} was" if len(missing) == 1 else f"output artifacts {names} were"
+    return Failure(
+        f"{what} not uploaded",
+        type=FailureType.JOB_FAILED,
+        external_execution_id=result.external_execution_id,
     )
 
 

@@ -393,6 +393,7 @@ class OutputArtifact(_StoredArtifact):
         links are stored as links when they resolve inside the directory; one that
         leads outside fails the upload instead of leaking or silently dropping a file.
         """
+        self._uploaded = False
         source = self._workspace / path
         if not source.is_dir():
             raise NotADirectoryError(f"upload_dir needs a directory: {str(source)!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -69,6 +70,11 @@ def test_duplicate_action_type_is_refused_at_decoration() -> None:
         ({"category": "Build", "provider": "Acme", "version": "1.0"}, "version '1.0'"),
         ({"category": "Build", "provider": "Acme", "inputs": (2, 1)}, "inputs=(2, 1)"),
         ({"category": "Build", "provider": "Acme", "outputs": (0, 6)}, "outputs=(0, 6)"),
+        (
+            {"category": "Build", "provider": "Acme", "optional_outputs": "Report"},
+            "optional_outputs='Report' is invalid: give a sequence of artifact names, "
+            "e.g. ('Report',)",
+        ),
     ],
 )
 def test_invalid_declarations_are_refused(options: dict[str, Any], message: str) -> None:
@@ -79,7 +85,7 @@ def test_invalid_declarations_are_refused(options: dict[str, Any], message: str)
 def _run(handler: Any, secrets: tuple[str, ...] = ()) -> Any:
     app = ActionApp()
     app.action(category="Test", provider="Unit")(handler)
-    job = cast(Job[Any], object())
+    job = cast(Job[Any], SimpleNamespace(outputs=()))  # a job without output artifacts
     return run_handler(app[handler.__name__], lambda: job, logger("test"), secrets)
 
 

@@ -7,6 +7,7 @@ line per run (to prove each job runs exactly once).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -120,3 +121,39 @@ def resumable(job: Job[SleepConfig]) -> Success:
 sleep_lambda = app.lambda_handler_for("sleep")
 leaky_lambda = app.lambda_handler_for("leaky")
 resumable_lambda = app.lambda_handler_for("resumable")
+
+
+class OutputsConfig(BaseModel):
+    Mode: str = prop(
+        "skip",
+        description="skip: upload nothing; swallow: an upload that fails, its error "
+        "swallowed; empty: an empty zip; continue: a Continue first, the upload next step.",
+    )
+
+
+@app.action(
+    category="Test",
+    provider="CpwOutputs",
+    config=OutputsConfig,
+    inputs=(0, 1),
+    outputs=(0, 3),
+    optional_outputs=("Report",),
+)
+def outputs(job: Job[OutputsConfig]) -> Success | Continue:
+    """Return Success with the outputs written, or not, as ``Mode`` says; ``Report``
+    may always stay unwritten."""
+    mode = job.config.Mode
+    if mode == "continue" and job.continuation is None:
+        return Continue(state="upload next", summary="outputs come in the next step")
+    for output in job.outputs:
+        if output.name == "Report" or mode == "skip":
+            continue
+        if mode == "swallow":
+            with contextlib.suppress(OSError):
+                output.upload_dir("no-such-directory")
+        else:
+            output.upload_files({} if mode == "empty" else {"made.txt": "made"})
+    return Success(summary=f"mode {mode}", external_execution_id=f"outputs-{mode}")
+
+
+outputs_lambda = app.lambda_handler_for("outputs")
