@@ -1,15 +1,28 @@
 """Archive handling for artifacts, apart from S3: sniffing, safe extraction, zipping.
 
-Artifacts come from other people's pipelines, so extraction trusts nothing in them:
+Artifacts come from other people's pipelines, so reading and extraction trust nothing
+in them:
 
 - every entry must land inside the destination: ``..`` components, absolute names,
   Windows names (drive letters, backslashes) and NUL bytes are refused;
 - symbolic links are created only if their target resolves inside the destination
   (checked when created and again once everything is extracted, because a later link
   can change what an earlier one resolves to); hard links only to files already
-  extracted; device files, fifos and sockets are refused;
+  extracted; device files, fifos, sockets and sparse files are refused;
+- links are resolved in a model of what extraction created, never by the OS: each
+  link once (memoised until the tree changes under it) and at most ``MAX_LINK_HOPS``
+  (40, as the Linux kernel) in one resolution, so a longer chain or a loop is refused
+  instead of costing quadratic time;
 - bytes are counted while they are written and entries while they are read, so an
-  archive that lies about its sizes cannot exceed the limits;
+  archive that lies about its sizes cannot exceed the limits; directories created on
+  the way count as entries; past a threshold, the expansion ratio is bounded too;
+- a name component longer than the file system's NAME_MAX, a path longer than its
+  PATH_MAX allows under the destination, or more than ``MAX_DEPTH`` (256) levels of
+  nesting are refused before anything is written;
+- memory stays flat whatever the archive says: the zip central directory is streamed
+  (its declared entry count is checked before any entry is read), tar members are not
+  kept once read, extended tar headers are bounded in size and number, and every
+  decompression is bounded per read;
 - a later entry with the name of an earlier file replaces it; a file and a directory
   with the same name make the archive invalid.
 
@@ -17,15 +30,17 @@ Files keep their permission bits (``& 0o777``: never setuid, setgid or sticky);
 directories get default permissions, so extraction and clean-up can always write
 into them.
 
-Zip and tar (plain, gzip, bzip2, xz) go through the same checks. ``tarfile``'s
-``data`` filter is not used: members are streamed by our own writer (to count bytes),
-so the rules above are enforced here once, with one set of messages, for both kinds.
-Violations raise an ``ArchiveError`` whose ``problem`` and message the caller puts
-after the artifact's name. Nothing here knows about S3 or jobs.
+Zip (stored, deflate, bzip2, lzma) and tar (plain, gzip, bzip2, xz) go through the
+same checks; zip is read by the code below (``zipfile`` builds every entry in memory
+before anyone can count them), tar by ``tarfile`` with bounded headers. Every failure
+is an ``ArchiveError`` whose ``problem`` and message the caller puts after the
+artifact's name; messages name entries as the archive does and never a host path (an
+OSError keeps only the system's reason). Nothing here knows about S3 or jobs.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import lzma
@@ -33,15 +48,16 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Literal
+from typing import IO, TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -49,18 +65,29 @@ if TYPE_CHECKING:
 Kind = Literal["zip", "tar", "file"]
 
 DEFAULT_FILE_MODE = 0o644
+DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_MAX_RATIO = 200
+DEFAULT_RATIO_CHECK_AFTER = 1024**3
+MAX_LINK_HOPS = 40  # symbolic links followed in one resolution (the kernel's MAXSYMLINKS)
+MAX_DEPTH = 256  # levels of nesting under the destination; deeper trees break tools
+_NAME_MAX = 255  # used when the file system does not say (os.pathconf)
+_PATH_MAX = 4096
+_MAX_LINK_BYTES = _PATH_MAX - 1  # the longest target a Linux symbolic link holds
+_MAX_EXTENDED_BYTES = 1024 * 1024  # one pax or GNU long-name header, read whole by tarfile
+_MAX_EXTENDED_HEADERS = 16  # in a row before one tar member; tarfile reads them by recursion
+_MAX_LZMA_DICT = 64 * 1024 * 1024  # a zip LZMA entry's dictionary (xz -9 uses 64 MiB)
+_COMPRESSED_READ = 64 * 1024  # compressed bytes read at a time from a zip entry
+_SHOWN_NAME = 160  # characters of an entry name shown in a message
 _ZIP_MAGIC = b"PK\x03\x04"
 _UNIX = 3  # zip "version made by" host system: Unix, so external_attr holds st_mode
-_MAX_LINK_BYTES = 4096
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _READ_ERRORS = (
-    zipfile.BadZipFile,
     tarfile.TarError,
     zlib.error,
     gzip.BadGzipFile,
     lzma.LZMAError,
     EOFError,
-    NotImplementedError,  # zipfile: unsupported compression method
+    struct.error,
 )
 
 
@@ -90,14 +117,37 @@ class CorruptArchiveError(ArchiveError):
         self.problem = f"is not a valid {kind} archive"
 
 
+def _quote(name: str) -> str:
+    """An entry name for a message: its repr, cut in the middle when very long."""
+    if len(name) > _SHOWN_NAME:
+        name = f"{name[: _SHOWN_NAME // 2]}...{name[-_SHOWN_NAME // 4 :]}"
+    return repr(name)
+
+
+def _too_many(max_entries: int) -> LimitExceededError:
+    return LimitExceededError(f"it has more than {max_entries} entries (max_entries)")
+
+
 @dataclass
 class Budget:
-    """What an extraction may still write; counted as it happens, never from headers."""
+    """What an extraction may still write; counted as it happens, never from headers.
+
+    The expansion ratio is bytes written over bytes read from the archive file so far
+    (compressed bytes, headers and read-ahead included, counted again when read again).
+    It is checked only once more than ``ratio_check_after`` bytes were written, so a
+    small archive of zeros passes while a bomb stops there instead of at ``max_bytes``.
+    ``link_steps`` counts the work of resolving symbolic links (it stays linear in the
+    archive's size; the tests prove it).
+    """
 
     max_bytes: int
     max_entries: int
+    max_ratio: int = DEFAULT_MAX_RATIO
+    ratio_check_after: int = DEFAULT_RATIO_CHECK_AFTER
     written: int = 0
     entries: int = 0
+    read: int = 0
+    link_steps: int = 0
 
     def expect(self, entries: int, size: int) -> None:
         """Fail before writing when the headers already declare too much.
@@ -113,10 +163,15 @@ class Budget:
     def add_bytes(self, count: int) -> None:
         self.written += count
         self._check(self.entries, self.written)
+        if self.written > self.ratio_check_after and self.written > self.max_ratio * self.read:
+            raise LimitExceededError(
+                f"expands more than {self.max_ratio} times its compressed size: "
+                f"{self.written} bytes written from {self.read} bytes read (max_ratio)"
+            )
 
     def _check(self, entries: int, size: int) -> None:
         if entries > self.max_entries:
-            raise LimitExceededError(f"it has more than {self.max_entries} entries (max_entries)")
+            raise _too_many(self.max_entries)
         if size > self.max_bytes:
             raise LimitExceededError(
                 f"it expands to more than {self.max_bytes} bytes (max_total_bytes)"
@@ -130,18 +185,34 @@ def sniff(path: Path) -> Kind:
     # A truncated zip has no central directory, yet it is a zip: report it as corrupt.
     if head == _ZIP_MAGIC or zipfile.is_zipfile(path):
         return "zip"
-    return "tar" if tarfile.is_tarfile(path) else "file"
+    return "tar" if _is_tar(path) else "file"
+
+
+def _is_tar(path: Path) -> bool:
+    """Whether tar reads a first member; bounded, unlike ``tarfile.is_tarfile``."""
+    try:
+        with ExitStack() as stack:
+            _open_tar(stack, path, None)
+    except ArchiveError:  # tar headers over our bounds: a tar, which extraction refuses
+        return True
+    except _READ_ERRORS:
+        return False
+    return True
 
 
 def safe_parts(name: str) -> tuple[str, ...]:
     """The components of an entry name, ``()`` for the root; UnsafeEntryError if it could escape."""
     if "\x00" in name:
-        raise UnsafeEntryError(f"entry {name!r} contains a NUL byte")
+        raise UnsafeEntryError(f"entry {_quote(name)} contains a NUL byte")
     if "\\" in name or _DRIVE.match(name):
-        raise UnsafeEntryError(f"entry {name!r} is a Windows path (drive letter or backslash)")
+        raise UnsafeEntryError(
+            f"entry {_quote(name)} is a Windows path (drive letter or backslash)"
+        )
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
     if name.startswith("/") or ".." in parts:
-        raise UnsafeEntryError(f"entry {name!r} would be written outside the extraction directory")
+        raise UnsafeEntryError(
+            f"entry {_quote(name)} would be written outside the extraction directory"
+        )
     return parts
 
 
@@ -150,36 +221,496 @@ def member_name(name: str) -> str:
     return "/".join(part for part in name.split("/") if part not in ("", "."))
 
 
+def _check_name_size(name: str) -> None:
+    """No usable path is longer than PATH_MAX: a longer name only costs memory."""
+    if len(name) > _PATH_MAX:
+        raise LimitExceededError(
+            f"entry {_quote(name)} has a name of {len(name)} characters, "
+            f"longer than any path can be ({_PATH_MAX})"
+        )
+
+
 @contextmanager
-def _reading(kind: Kind) -> Iterator[None]:
-    """Turn the standard library's many archive errors into one CorruptArchiveError."""
+def _guarded(kind: Kind, entry: Callable[[], str | None] = lambda: None) -> Iterator[None]:
+    """Every failure as an ArchiveError, with the entry it happened at, never a host path.
+
+    The standard library's archive errors mean a corrupt archive; an OSError without an
+    errno is a decompressor's complaint (bz2, gzip) and means the same. Other OSErrors
+    keep only the system's reason (``strerror``): their text names host paths.
+    """
     try:
         yield
     except _READ_ERRORS as exc:
         raise CorruptArchiveError(kind, str(exc) or type(exc).__name__) from exc
+    except UnicodeError as exc:
+        raise ArchiveError(f"{_at(entry())} has a name the file system cannot encode") from exc
+    except OSError as exc:
+        if exc.errno is None:
+            raise CorruptArchiveError(kind, str(exc) or type(exc).__name__) from exc
+        raise ArchiveError(f"{_at(entry())} could not be extracted: {exc.strerror}") from exc
+
+
+def _at(entry: str | None) -> str:
+    return "the archive" if entry is None else f"entry {_quote(entry)}"
+
+
+class _Metered(io.RawIOBase):
+    """The archive file, adding the bytes read from it to a budget (for the ratio)."""
+
+    def __init__(self, path: Path, budget: Budget) -> None:
+        super().__init__()
+        self._file = io.FileIO(path, "r")
+        self._budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        count = self._file.readinto(buffer) or 0
+        self._budget.read += count
+        return count
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_archive(stack: ExitStack, path: Path, budget: Budget | None) -> BinaryIO:
+    """The archive file, buffered; metered into ``budget`` when there is one."""
+    raw = _Metered(path, budget) if budget is not None else io.FileIO(path, "r")
+    return stack.enter_context(io.BufferedReader(raw))
+
+
+# ---------------------------------------------------------------- zip reading
+
+_EOCD = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # the fields below are read at their offsets
+_CENTRAL_METHOD = struct.Struct("<2H")  # 8: flags, compression method
+_CENTRAL_SIZES = struct.Struct("<3L3H")  # 16: CRC, sizes, name, extra and comment lengths
+_CENTRAL_PLACE = struct.Struct("<2L")  # 38: external attributes, local header offset
+_LOCAL = struct.Struct("<4s2B4HL2L2H")
+_ZIP_COMMENT_MAX = 0xFFFF
+_ZIP64_MARK = 0xFFFFFFFF
+_UTF8_NAME = 0x800
+_ENCRYPTED = 0x1
+_PATCHED = 0x20
+
+
+def _bad_zip(detail: str) -> CorruptArchiveError:
+    return CorruptArchiveError("zip", detail)
+
+
+@dataclass(frozen=True, slots=True)
+class _ZipEntry:
+    """One record of the central directory."""
+
+    name: str
+    raw_name: bytes
+    flags: int
+    method: int
+    crc: int
+    compressed: int
+    size: int
+    offset: int  # of the entry's local header in the file
+    system: int
+    attributes: int  # "external attributes": st_mode << 16 when made on Unix
+
+    @property
+    def is_dir(self) -> bool:
+        return self.name.endswith("/")
+
+    @property
+    def mode(self) -> int:
+        """st_mode; a file from a non-Unix zip is a plain regular file."""
+        mode = self.attributes >> 16
+        if self.system != _UNIX or mode == 0:
+            return stat.S_IFREG | DEFAULT_FILE_MODE
+        return mode if stat.S_IFMT(mode) else mode | stat.S_IFREG
+
+
+def _zip_directory(handle: BinaryIO) -> tuple[int, int, int, int]:
+    """From the end records: (declared entries, start, end of the central directory, shift).
+
+    ``shift`` is how many bytes precede the zip itself (a self-extracting stub); offsets
+    in the zip are relative to its start.
+    """
+    size = handle.seek(0, os.SEEK_END)
+    tail_start = max(0, size - _EOCD.size - _ZIP_COMMENT_MAX)
+    handle.seek(tail_start)
+    tail = handle.read()
+    at = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4) if len(tail) >= _EOCD.size else -1
+    if at < 0:
+        raise _bad_zip("it has no end of central directory record")
+    _, disk, cd_disk, _, entries, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
+    record = tail_start + at
+    if record >= _ZIP64_LOCATOR.size + _ZIP64_EOCD.size:
+        handle.seek(record - _ZIP64_LOCATOR.size)
+        if handle.read(4) == b"PK\x06\x07":
+            record -= _ZIP64_LOCATOR.size + _ZIP64_EOCD.size
+            handle.seek(record)
+            fields = _ZIP64_EOCD.unpack(handle.read(_ZIP64_EOCD.size))
+            if fields[0] != b"PK\x06\x06":
+                raise _bad_zip("its zip64 end of central directory record is missing")
+            disk, cd_disk, _, entries, cd_size, cd_offset = fields[4:]
+    if disk or cd_disk:
+        raise _bad_zip("it spans several disks, which is not supported")
+    shift = record - cd_size - cd_offset
+    if shift < 0:
+        raise _bad_zip("its central directory lies outside the file")
+    return entries, cd_offset + shift, cd_offset + shift + cd_size, shift
+
+
+def _zip64_values(extra: bytes, size: int, compressed: int, offset: int) -> tuple[int, int, int]:
+    """Sizes and offset from the zip64 extra field, for those the record marks 0xFFFFFFFF."""
+    at = 0
+    while at + 4 <= len(extra):
+        tag, length = struct.unpack_from("<2H", extra, at)
+        if tag == 1:
+            body = extra[at + 4 : at + 4 + length]
+            values = (value for (value,) in struct.iter_unpack("<Q", body[: len(body) // 8 * 8]))
+            try:
+                size = next(values) if size == _ZIP64_MARK else size
+                compressed = next(values) if compressed == _ZIP64_MARK else compressed
+                offset = next(values) if offset == _ZIP64_MARK else offset
+            except StopIteration:
+                raise _bad_zip("a zip64 extra field is too short") from None
+            break
+        at += 4 + length
+    return size, compressed, offset
+
+
+def _zip_entries(handle: BinaryIO, max_entries: int) -> Iterator[_ZipEntry]:
+    """The central directory's entries, one at a time: memory stays flat whatever it holds.
+
+    The count the end record declares is checked before any entry is read; entries are
+    also counted as they are read (the count may lie, or wrap at 65535).
+    """
+    declared, position, end, shift = _zip_directory(handle)
+    if declared > max_entries:
+        raise _too_many(max_entries)
+    handle.seek(position)
+    count = 0
+    while position < end:
+        head = handle.read(_CENTRAL.size)
+        if len(head) < _CENTRAL.size or head[:4] != b"PK\x01\x02":
+            raise _bad_zip("its central directory is damaged")
+        count += 1
+        if count > max_entries:
+            raise _too_many(max_entries)
+        system = head[5]
+        flags, method = _CENTRAL_METHOD.unpack_from(head, 8)
+        crc, compressed, size, name_len, extra_len, comment_len = _CENTRAL_SIZES.unpack_from(
+            head, 16
+        )
+        attributes, offset = _CENTRAL_PLACE.unpack_from(head, 38)
+        raw_name, extra = handle.read(name_len), handle.read(extra_len)
+        handle.seek(comment_len, os.SEEK_CUR)
+        if len(raw_name) < name_len or len(extra) < extra_len:
+            raise _bad_zip("its central directory is damaged")
+        position += _CENTRAL.size + name_len + extra_len + comment_len
+        size, compressed, offset = _zip64_values(extra, size, compressed, offset)
+        encoding = "utf-8" if flags & _UTF8_NAME else "cp437"
+        name = raw_name.decode(encoding, "surrogateescape")
+        _check_name_size(name)
+        yield _ZipEntry(
+            name, raw_name, flags, method, crc, compressed, size, offset + shift, system, attributes
+        )
+
+
+class _Decompressor(Protocol):
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def needs_input(self) -> bool: ...
+
+    def decompress(self, data: bytes, max_length: int, /) -> bytes: ...
+
+
+class _Stored:
+    """A stored entry: the output is the input."""
+
+    eof = False
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._pending
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        self._pending += data
+        out, self._pending = self._pending[:max_length], self._pending[max_length:]
+        return out
+
+
+class _Inflate:
+    """Deflate, with bounded output per call like the other decompressors."""
+
+    def __init__(self) -> None:
+        self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+
+    @property
+    def eof(self) -> bool:
+        return self._zlib.eof
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._zlib.unconsumed_tail
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._zlib.decompress(self._zlib.unconsumed_tail + data, max_length)
+
+
+class _ZipLzma:
+    """LZMA as zip stores it: version (2 bytes), properties size (2), properties, raw LZMA1."""
+
+    def __init__(self) -> None:
+        self._header = b""
+        self._lzma: lzma.LZMADecompressor | None = None
+
+    @property
+    def eof(self) -> bool:
+        return self._lzma is not None and self._lzma.eof
+
+    @property
+    def needs_input(self) -> bool:
+        return self._lzma is None or self._lzma.needs_input
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._lzma is None:
+            self._header += data
+            size = int.from_bytes(self._header[2:4], "little")
+            if len(self._header) < 4 + size:
+                return b""
+            self._lzma = self._decoder(self._header[4 : 4 + size])
+            data, self._header = self._header[4 + size :], b""
+        return self._lzma.decompress(data, max_length)
+
+    @staticmethod
+    def _decoder(properties: bytes) -> lzma.LZMADecompressor:
+        if len(properties) != 5 or properties[0] >= 9 * 5 * 5:
+            raise lzma.LZMAError("invalid LZMA properties")
+        dictionary = int.from_bytes(properties[1:5], "little")
+        if dictionary > _MAX_LZMA_DICT:
+            raise LimitExceededError(
+                f"it has an LZMA dictionary of {dictionary} bytes, more than {_MAX_LZMA_DICT}"
+            )
+        pb, rest = divmod(properties[0], 9 * 5)
+        lp, lc = divmod(rest, 9)
+        lzma1 = {"id": lzma.FILTER_LZMA1, "dict_size": dictionary, "lc": lc, "lp": lp, "pb": pb}
+        return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1])
+
+
+def _decompressor(entry: _ZipEntry) -> _Decompressor:
+    if entry.method == zipfile.ZIP_STORED:
+        return _Stored()
+    if entry.method == zipfile.ZIP_DEFLATED:
+        return _Inflate()
+    if entry.method == zipfile.ZIP_BZIP2:
+        return bz2.BZ2Decompressor()
+    if entry.method == zipfile.ZIP_LZMA:
+        return _ZipLzma()
+    raise ArchiveError(
+        f"entry {_quote(entry.name)} uses compression method {entry.method}, "
+        "which is not supported (stored, deflate, bzip2 and lzma are)"
+    )
+
+
+class _ZipEntryReader(io.RawIOBase):
+    """An entry's content: bounded output per read, then its declared size and CRC checked,
+    so a lying header is an error and never extra bytes."""
+
+    def __init__(self, source: BinaryIO, entry: _ZipEntry) -> None:
+        super().__init__()
+        self._source = source
+        self._entry = entry
+        self._compressed_left = entry.compressed
+        self._left = entry.size
+        self._crc = 0
+        self._decompressor = _decompressor(entry)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if not self._left:
+            if self._crc != self._entry.crc:
+                raise _bad_zip(f"entry {_quote(self._entry.name)} fails its CRC check")
+            return 0
+        data = self._next(min(len(view), self._left))
+        view[: len(data)] = data
+        self._left -= len(data)
+        self._crc = zlib.crc32(data, self._crc)
+        return len(data)
+
+    def _next(self, wanted: int) -> bytes:
+        while True:
+            if self._decompressor.eof:
+                raise self._short()
+            chunk = b""
+            if self._decompressor.needs_input and self._compressed_left:
+                chunk = self._source.read(min(_COMPRESSED_READ, self._compressed_left))
+                if not chunk:
+                    raise self._short()
+                self._compressed_left -= len(chunk)
+            data = self._decompressor.decompress(chunk, wanted)
+            if data:
+                return data
+            if not chunk and self._decompressor.needs_input:
+                raise self._short()
+
+    def _short(self) -> CorruptArchiveError:
+        return _bad_zip(f"entry {_quote(self._entry.name)} is shorter than its declared size")
+
+
+def _open_zip_entry(handle: BinaryIO, entry: _ZipEntry) -> BinaryIO:
+    """A reader of one entry's content, after checking its local header."""
+    if entry.flags & _ENCRYPTED:
+        raise _bad_zip(f"entry {_quote(entry.name)} is encrypted")
+    if entry.flags & _PATCHED:
+        raise ArchiveError(f"entry {_quote(entry.name)} is patch data, which is not supported")
+    handle.seek(entry.offset)
+    head = handle.read(_LOCAL.size)
+    if len(head) < _LOCAL.size or head[:4] != _ZIP_MAGIC:
+        raise _bad_zip(f"entry {_quote(entry.name)} has no local header")
+    name_len, extra_len = _LOCAL.unpack(head)[-2:]
+    if handle.read(name_len) != entry.raw_name:
+        raise _bad_zip(f"entry {_quote(entry.name)} has another name in its local header")
+    handle.seek(extra_len, os.SEEK_CUR)
+    return io.BufferedReader(_ZipEntryReader(handle, entry))
+
+
+def _read_link(source: BinaryIO, name: str) -> str:
+    """A zip symlink's target, which is stored as the entry's content."""
+    data = source.read(_MAX_LINK_BYTES + 1)
+    if len(data) > _MAX_LINK_BYTES:
+        raise UnsafeEntryError(f"symbolic link {_quote(name)} has an oversized target")
+    return data.decode("utf-8", "surrogateescape")
+
+
+# ---------------------------------------------------------------- tar reading
+
+_EXTENDED_TYPES = frozenset(
+    {
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+    }
+)
+
+
+def _sparse(name: str) -> ArchiveError:
+    return ArchiveError(f"entry {_quote(name)} is a sparse file, which is not supported")
+
+
+class _TarHeader(tarfile.TarInfo):
+    """A tar header read within bounds, through the hook tarfile provides (``_proc_member``).
+
+    tarfile reads an extended header (pax, GNU long name) whole into memory, follows a
+    run of them by recursion, and grows sparse maps as long as the archive goes on: sizes
+    and runs are checked here first, and sparse files refused.
+    """
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _sparse(self.name)
+        if self.type in _EXTENDED_TYPES:
+            assert isinstance(tar, _StreamingTar)  # the only TarFile that uses this class
+            tar.extended_headers += 1
+            if tar.extended_headers > _MAX_EXTENDED_HEADERS:
+                raise LimitExceededError(
+                    f"it has more than {_MAX_EXTENDED_HEADERS} extended headers in a row"
+                )
+            if self.size > _MAX_EXTENDED_BYTES:
+                raise LimitExceededError(
+                    f"it has an extended header of {self.size} bytes, "
+                    f"more than {_MAX_EXTENDED_BYTES}"
+                )
+        member: tarfile.TarInfo | None = super()._proc_member(tar)  # type: ignore[misc]
+        return member
+
+    def _proc_gnusparse_00(
+        self, member: tarfile.TarInfo, pax_headers: Mapping[str, str], *_: object
+    ) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", member.name))
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
+
+class _StreamingTar(tarfile.TarFile):
+    """A TarFile that forgets each member once read (TarFile keeps them all), with
+    bounded headers; read it with ``next()``, never by iteration."""
+
+    tarinfo = _TarHeader
+    members: list[tarfile.TarInfo]
+    extended_headers = 0
+
+    def next(self) -> tarfile.TarInfo | None:
+        self.members = []
+        self.extended_headers = 0
+        return super().next()
+
+
+def _open_tar(stack: ExitStack, path: Path, budget: Budget | None) -> _StreamingTar:
+    fileobj = _open_archive(stack, path, budget)
+    return stack.enter_context(_StreamingTar.open(fileobj=fileobj, mode="r:*"))
+
+
+def _tar_members(tf: _StreamingTar, max_entries: int) -> Iterator[tarfile.TarInfo]:
+    """The members in order, counted as they are read: past ``max_entries`` is refused."""
+    count = 0
+    while (member := tf.next()) is not None:
+        count += 1
+        if count > max_entries:
+            raise _too_many(max_entries)
+        _check_name_size(member.name)
+        yield member
 
 
 # ---------------------------------------------------------------- listing and reading
 
 
-def member_names(archive: Path, kind: Kind, file_name: str) -> list[str]:
-    """Names of the non-directory members, in archive order, without extracting."""
+def member_names(
+    archive: Path, kind: Kind, file_name: str, *, max_entries: int = DEFAULT_MAX_ENTRIES
+) -> list[str]:
+    """Names of the non-directory members, in archive order, without extracting.
+
+    More than ``max_entries`` members is a LimitExceededError, as for extraction.
+    """
     if kind == "file":
         return [file_name]
-    with _reading(kind):
+    with _guarded(kind), ExitStack() as stack:
         if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                return [member_name(i.filename) for i in zf.infolist() if not i.is_dir()]
-        with tarfile.open(archive, "r:*") as tf:
-            return [member_name(m.name) for m in tf if not m.isdir()]
+            handle = _open_archive(stack, archive, None)
+            entries = _zip_entries(handle, max_entries)
+            return [member_name(entry.name) for entry in entries if not entry.is_dir]
+        members = _tar_members(_open_tar(stack, archive, None), max_entries)
+        return [member_name(member.name) for member in members if not member.isdir()]
 
 
 class _MemberReader(io.RawIOBase):
     """A member's stream whose ``close`` also closes the archive it is read from."""
 
-    def __init__(self, stream: IO[bytes], owner: ExitStack) -> None:
+    def __init__(self, stream: IO[bytes], kind: Kind, owner: ExitStack) -> None:
         super().__init__()
         self._stream = stream
+        self._kind = kind
         self._owner = owner
 
     def readable(self) -> bool:
@@ -187,7 +718,8 @@ class _MemberReader(io.RawIOBase):
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._stream.read(len(view))
+        with _guarded(self._kind):
+            data = self._stream.read(len(view))
         view[: len(data)] = data
         return len(data)
 
@@ -197,36 +729,218 @@ class _MemberReader(io.RawIOBase):
         super().close()
 
 
-def open_member(archive: Path, kind: Kind, member: str, file_name: str) -> BinaryIO | None:
-    """A reader for one member (the last one of that name, as extraction keeps), or None."""
+def open_member(
+    archive: Path,
+    kind: Kind,
+    member: str,
+    file_name: str,
+    *,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+) -> BinaryIO | None:
+    """A reader for one member (the last one of that name, as extraction keeps), or None.
+
+    At most ``max_entries`` members are looked at: more is a LimitExceededError.
+    """
     wanted = member_name(member)
     if kind == "file":
         return archive.open("rb") if wanted == file_name else None
     find = _find_zip_member if kind == "zip" else _find_tar_member
-    with _reading(kind), ExitStack() as stack:
-        stream = find(stack, archive, wanted)
+    with _guarded(kind), ExitStack() as stack:
+        stream = find(stack, archive, wanted, max_entries)
         if stream is None:
             return None
-        return io.BufferedReader(_MemberReader(stream, stack.pop_all()))
+        return io.BufferedReader(_MemberReader(stream, kind, stack.pop_all()))
 
 
-def _find_zip_member(stack: ExitStack, archive: Path, wanted: str) -> IO[bytes] | None:
-    zf = stack.enter_context(zipfile.ZipFile(archive))
-    infos = [i for i in zf.infolist() if not i.is_dir() and member_name(i.filename) == wanted]
-    return zf.open(infos[-1]) if infos else None
+def _find_zip_member(
+    stack: ExitStack, archive: Path, wanted: str, max_entries: int
+) -> IO[bytes] | None:
+    handle = _open_archive(stack, archive, None)
+    found = None
+    for entry in _zip_entries(handle, max_entries):
+        if not entry.is_dir and member_name(entry.name) == wanted:
+            found = entry
+    return None if found is None else _open_zip_entry(handle, found)
 
 
-def _find_tar_member(stack: ExitStack, archive: Path, wanted: str) -> IO[bytes] | None:
-    tf = stack.enter_context(tarfile.open(archive, "r:*"))  # noqa: SIM115 - the stack owns it
-    members = [m for m in tf if not m.isdir() and member_name(m.name) == wanted]
-    return tf.extractfile(members[-1]) if members else None
+def _find_tar_member(
+    stack: ExitStack, archive: Path, wanted: str, max_entries: int
+) -> IO[bytes] | None:
+    tf = _open_tar(stack, archive, None)
+    found = None
+    for member in _tar_members(tf, max_entries):
+        if not member.isdir() and member_name(member.name) == wanted:
+            found = member
+    return None if found is None else tf.extractfile(found)
+
+
+# ---------------------------------------------------------------- the extracted tree
+
+
+class _Node:
+    """Something extraction created: a directory (``children``), a file, or a symbolic
+    link (``link``, its target; ``entry``, its name in the archive)."""
+
+    __slots__ = ("children", "depth", "entry", "link", "memo", "name", "parent", "size", "watched")
+
+    def __init__(
+        self,
+        parent: _Node | None,
+        name: str,
+        *,
+        directory: bool = False,
+        link: str | None = None,
+        entry: str = "",
+    ) -> None:
+        self.parent = parent
+        self.name = name
+        self.children: dict[str, _Node] | None = {} if directory else None
+        self.link = link
+        self.entry = entry
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self.size: int = _path_size(parent, name)  # bytes of its path relative to the root
+        self.memo: _Memo | None = None
+        self.watched = -1  # the version in which a memoised resolution looked below it
+
+    def child(self, name: str) -> _Node | None:
+        return None if self.children is None else self.children.get(name)
+
+
+def _path_size(parent: _Node | None, name: str) -> int:
+    """Bytes of the path of ``name`` in ``parent``, relative to the root."""
+    if parent is None:
+        return 0
+    separator = 1 if parent.parent is not None else 0
+    return parent.size + separator + len(os.fsencode(name))
+
+
+@dataclass(slots=True)
+class _Memo:
+    """Where a link led, found in tree ``version``, and how many links that took."""
+
+    version: int
+    node: _Node
+    missing: tuple[str, ...]
+    hops: int
+
+
+@dataclass(slots=True)
+class _LinkDone:
+    """On the resolution stack after a link's target: then the link's memo is known."""
+
+    link: _Node
+    hops_before: int
+
+
+class _OutsideError(Exception):
+    """A resolution went above the root."""
+
+
+class _TooManyLinksError(Exception):
+    """A resolution followed more than MAX_LINK_HOPS links (a long chain, or a loop)."""
+
+
+class _Tree:
+    """A model of what extraction created, in which links resolve like the kernel would.
+
+    Nothing is asked of the OS (``realpath`` recurses, and resolves every link from
+    scratch each time). A resolution walks the model, follows at most ``MAX_LINK_HOPS``
+    links, and memoises where each link led. A memo holds until a node is removed, or a
+    link is created where a memoised resolution found nothing (a missing name it looked
+    up, or anything below one): only then can an earlier answer change.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.root = _Node(None, "", directory=True)
+        self.links: dict[_Node, None] = {}  # every link, in creation order
+        self._budget = budget
+        self._version = 0
+        self._probed: set[tuple[_Node, str]] = set()  # missing names memos depend on
+
+    def add(
+        self,
+        parent: _Node,
+        name: str,
+        *,
+        directory: bool = False,
+        link: str | None = None,
+        entry: str = "",
+    ) -> _Node:
+        node = _Node(parent, name, directory=directory, link=link, entry=entry)
+        if (parent, name) in self._probed or parent.watched == self._version:
+            node.watched = self._version
+            if link is not None:
+                self._invalidate()
+        assert parent.children is not None  # callers place entries in directories only
+        parent.children[name] = node
+        if link is not None:
+            self.links[node] = None
+        return node
+
+    def remove(self, node: _Node) -> None:
+        assert node.parent is not None
+        assert node.parent.children is not None
+        del node.parent.children[node.name]
+        self.links.pop(node, None)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._version += 1
+        self._probed.clear()
+
+    def resolve(self, start: _Node, parts: Iterable[str]) -> tuple[_Node, list[str]]:
+        """Where ``parts`` lead from ``start``, following every link: the deepest node that
+        exists and the missing names below it. Raises _OutsideError or _TooManyLinksError."""
+        node, missing, hops, open_links = start, list[str](), 0, 0
+        stack: list[str | _LinkDone] = [*parts]
+        stack.reverse()
+        while stack:
+            self._budget.link_steps += 1
+            item = stack.pop()
+            if isinstance(item, _LinkDone):
+                open_links -= 1
+                item.link.memo = _Memo(self._version, node, tuple(missing), hops - item.hops_before)
+            elif item in ("", "."):
+                continue
+            elif item == "..":
+                if missing:
+                    missing.pop()
+                elif node.parent is None:
+                    raise _OutsideError
+                else:
+                    node = node.parent
+            elif missing or node.children is None:
+                missing.append(item)
+            elif (child := node.children.get(item)) is None:
+                if open_links:
+                    self._probed.add((node, item))
+                missing.append(item)
+            elif child.link is None:
+                node = child
+            elif (memo := child.memo) is not None and memo.version == self._version:
+                hops += memo.hops
+                if hops > MAX_LINK_HOPS:
+                    raise _TooManyLinksError
+                node, missing = memo.node, list(memo.missing)
+            else:
+                hops += 1
+                if hops > MAX_LINK_HOPS:
+                    raise _TooManyLinksError
+                open_links += 1
+                stack.append(_LinkDone(child, hops - 1))
+                stack.extend(child.link.split("/")[::-1])
+        return node, missing
 
 
 # ---------------------------------------------------------------- extraction
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root + os.sep)
+def _pathconf(path: str, name: str, default: int) -> int:
+    try:
+        value = os.pathconf(path, name)
+    except (OSError, ValueError):
+        return default
+    return value if value > 0 else default
 
 
 class _Extractor:
@@ -237,176 +951,236 @@ class _Extractor:
         self.kind = kind
         self.budget = budget
         self.chunk_bytes = chunk_bytes
-        self.links: list[str] = []
+        self.tree = _Tree(budget)
+        self.current: str | None = None  # the entry being extracted, for error messages
+        self.name_max = _pathconf(self.root, "PC_NAME_MAX", _NAME_MAX)
+        # A path under root, plus root, a separator and the terminating NUL, fits PATH_MAX.
+        root_bytes = len(os.fsencode(self.root))
+        self.path_max = _pathconf(self.root, "PC_PATH_MAX", _PATH_MAX) - root_bytes - 2
 
-    def _place(self, name: str) -> str | None:
-        """Where an entry goes (its parent really inside root), or None for root itself."""
+    def begin(self, name: str) -> None:
+        self.current = name
+        self.budget.add_entry()
+
+    def _path(self, node: _Node, leaf: str | None = None) -> str:
+        names = [] if leaf is None else [leaf]
+        while node.parent is not None:
+            names.append(node.name)
+            node = node.parent
+        return os.path.join(self.root, *reversed(names))
+
+    def _fits(self, parent: _Node, leaf: str, name: str) -> None:
+        """Refuse, before the OS does, what the file system cannot hold (or tools walk)."""
+        size = len(os.fsencode(leaf))
+        if size > self.name_max:
+            raise LimitExceededError(
+                f"entry {_quote(name)} has a name component of {size} bytes, "
+                f"more than the file system allows ({self.name_max})"
+            )
+        if parent.depth >= MAX_DEPTH:
+            raise LimitExceededError(
+                f"entry {_quote(name)} is nested more than {MAX_DEPTH} directories deep"
+            )
+        if _path_size(parent, leaf) > self.path_max:
+            raise LimitExceededError(
+                f"entry {_quote(name)} makes a path longer than the file system allows "
+                f"under the extraction directory ({self.path_max} bytes)"
+            )
+
+    def _conflict(self, name: str) -> CorruptArchiveError:
+        return CorruptArchiveError(
+            self.kind, f"entry {_quote(name)} is both a file and a directory"
+        )
+
+    def _too_long(self, name: str) -> LimitExceededError:
+        return LimitExceededError(
+            f"symbolic link {_quote(name)} leads through more than {MAX_LINK_HOPS} "
+            "symbolic links (a chain or a loop)"
+        )
+
+    def _place(self, name: str) -> tuple[_Node, str] | None:
+        """The directory an entry goes in (created, really inside root) and its own name;
+        None for root itself."""
         parts = safe_parts(name)
         if not parts:
             return None
-        parent = os.path.realpath(os.path.join(self.root, *parts[:-1]))
-        if not _inside(parent, self.root):
-            raise UnsafeEntryError(
-                f"entry {name!r} would be written outside the extraction directory"
-            )
         try:
-            os.makedirs(parent, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise self._conflict(name) from exc
-        return os.path.join(parent, parts[-1])
-
-    def _conflict(self, name: str) -> CorruptArchiveError:
-        return CorruptArchiveError(self.kind, f"entry {name!r} is both a file and a directory")
-
-    def _fresh(self, name: str) -> str:
-        """The path for a new file or link; an earlier file or link of that name goes."""
-        target = self._place(name)
-        if target is None or (os.path.isdir(target) and not os.path.islink(target)):
+            parent, missing = self.tree.resolve(self.tree.root, parts[:-1])
+        except _OutsideError:
+            raise UnsafeEntryError(
+                f"entry {_quote(name)} would be written outside the extraction directory"
+            ) from None
+        except _TooManyLinksError:
+            raise self._too_long(name) from None
+        for part in missing:
+            if parent.children is None:
+                raise self._conflict(name)
+            self._fits(parent, part, name)
+            self.budget.add_entry()  # a directory the archive did not list still counts
+            os.mkdir(self._path(parent, part))
+            parent = self.tree.add(parent, part, directory=True)
+        if parent.children is None:
             raise self._conflict(name)
-        if os.path.lexists(target):
-            os.unlink(target)
-        return target
+        self._fits(parent, parts[-1], name)
+        return parent, parts[-1]
+
+    def _fresh(self, name: str) -> tuple[_Node, str]:
+        """Where a new file or link goes; an earlier file or link of that name goes."""
+        placed = self._place(name)
+        if placed is None:
+            raise self._conflict(name)
+        parent, leaf = placed
+        existing = parent.child(leaf)
+        if existing is not None:
+            if existing.children is not None:
+                raise self._conflict(name)
+            os.unlink(self._path(parent, leaf))
+            self.tree.remove(existing)
+        return parent, leaf
 
     def directory(self, name: str) -> None:
-        target = self._place(name)
-        if target is None:
+        placed = self._place(name)
+        if placed is None:
             return
-        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+        parent, leaf = placed
+        existing = parent.child(leaf)
+        if existing is None:
+            os.mkdir(self._path(parent, leaf))
+            self.tree.add(parent, leaf, directory=True)
+        elif existing.children is None:
             raise self._conflict(name)
-        os.makedirs(target, exist_ok=True)
 
     def file(self, name: str, source: IO[bytes], mode: int) -> None:
-        target = self._fresh(name)
+        parent, leaf = self._fresh(name)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        with open(os.open(target, flags, 0o600), "wb") as out:
+        descriptor = os.open(self._path(parent, leaf), flags, 0o600)
+        self.tree.add(parent, leaf)
+        with open(descriptor, "wb") as out:
             while chunk := source.read(self.chunk_bytes):
                 self.budget.add_bytes(len(chunk))
                 out.write(chunk)
             os.fchmod(out.fileno(), mode & 0o777)
 
     def symlink(self, name: str, link: str) -> None:
-        escape = UnsafeEntryError(f"symbolic link {name!r} points outside the extraction directory")
-        if not link or "\x00" in link or "\\" in link or _DRIVE.match(link):
-            raise escape
-        target = self._fresh(name)
-        resolved = os.path.realpath(os.path.join(os.path.dirname(target), link))
-        if os.path.isabs(link) or not _inside(resolved, self.root):
-            raise escape
-        os.symlink(link, target)
-        self.links.append(target)
+        if not link or "\x00" in link or "\\" in link or _DRIVE.match(link) or link[0] == "/":
+            raise self._escape("symbolic link", name)
+        if len(os.fsencode(link)) > _MAX_LINK_BYTES:
+            raise UnsafeEntryError(f"symbolic link {_quote(name)} has an oversized target")
+        parent, leaf = self._fresh(name)
+        self._check_link(self.tree.add(parent, leaf, link=link, entry=name))
+        os.symlink(link, self._path(parent, leaf))
+
+    def _escape(self, what: str, name: str) -> UnsafeEntryError:
+        return UnsafeEntryError(f"{what} {_quote(name)} points outside the extraction directory")
+
+    def _check_link(self, node: _Node) -> None:
+        assert node.parent is not None  # a link is never the root
+        try:
+            self.tree.resolve(node.parent, (node.name,))
+        except _OutsideError:
+            raise self._escape("symbolic link", node.entry) from None
+        except _TooManyLinksError:
+            raise self._too_long(node.entry) from None
 
     def hardlink(self, name: str, link: str) -> None:
-        escape = UnsafeEntryError(f"hard link {name!r} points outside the extraction directory")
         try:
-            source = os.path.realpath(os.path.join(self.root, *safe_parts(link)))
+            parts = safe_parts(link)
         except UnsafeEntryError:
-            raise escape from None
-        if not _inside(source, self.root):
-            raise escape
-        target = self._fresh(name)  # first: a link to itself then refers to nothing
-        if not os.path.isfile(source):
+            raise self._escape("hard link", name) from None
+        parent, leaf = self._fresh(name)  # first: a link to itself then refers to nothing
+        try:
+            source, missing = self.tree.resolve(self.tree.root, parts)
+        except _OutsideError:
+            raise self._escape("hard link", name) from None
+        except _TooManyLinksError:
+            raise self._too_long(name) from None
+        if missing or source.parent is None or source.children is not None:
             raise CorruptArchiveError(
-                self.kind, f"hard link {name!r} refers to {link!r}, which is not a file before it"
+                self.kind,
+                f"hard link {_quote(name)} refers to {_quote(link)}, which is not a file before it",
             )
-        os.link(source, target)
+        os.link(self._path(source), self._path(parent, leaf))
+        self.tree.add(parent, leaf)
 
     def special(self, name: str) -> None:
         raise UnsafeEntryError(
-            f"entry {name!r} is a device file, fifo or socket, which is not allowed"
+            f"entry {_quote(name)} is a device file, fifo or socket, which is not allowed"
         )
 
     def finish(self) -> None:
         """Re-check links: a later link may have changed where an earlier one leads."""
-        for link in self.links:
-            if os.path.islink(link) and not _inside(os.path.realpath(link), self.root):
-                name = os.path.relpath(link, self.root)
-                raise UnsafeEntryError(
-                    f"symbolic link {name!r} points outside the extraction directory"
-                )
+        for node in list(self.tree.links):
+            self._check_link(node)
 
 
 def extract(
     archive: Path, kind: Kind, dest: Path, *, budget: Budget, chunk_bytes: int, file_name: str
 ) -> None:
-    """Extract ``archive`` into ``dest`` safely; on any error ``dest`` is removed.
+    """Extract ``archive`` into ``dest`` (missing or empty) safely; on any error ``dest`` is
+    removed.
 
     A ``file`` (not an archive) becomes the one file ``dest/file_name``.
     """
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchiveError(f"the extraction directory could not be made: {exc.strerror}") from exc
     extractor = _Extractor(dest, kind, budget, chunk_bytes)
     try:
-        if kind == "zip":
-            _extract_zip(archive, extractor)
-        elif kind == "tar":
-            _extract_tar(archive, extractor)
-        else:
-            budget.add_entry()
-            with archive.open("rb") as source:
-                extractor.file(file_name, source, DEFAULT_FILE_MODE)
-        extractor.finish()
+        with _guarded(kind, lambda: extractor.current), ExitStack() as stack:
+            if kind == "zip":
+                _extract_zip(stack, archive, extractor)
+            elif kind == "tar":
+                _extract_tar(stack, archive, extractor)
+            else:
+                extractor.begin(file_name)
+                extractor.file(file_name, _open_archive(stack, archive, budget), DEFAULT_FILE_MODE)
+            extractor.finish()
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
 
 
-def _zip_mode(info: zipfile.ZipInfo) -> int:
-    """st_mode from a zip entry; a file from a non-Unix zip is a plain regular file."""
-    mode = info.external_attr >> 16
-    if info.create_system != _UNIX or mode == 0:
-        return stat.S_IFREG | DEFAULT_FILE_MODE
-    return mode if stat.S_IFMT(mode) else mode | stat.S_IFREG
+def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor) -> None:
+    directory = _open_archive(stack, archive, None)
+    data = _open_archive(stack, archive, ex.budget)
+    entries = size = 0
+    for entry in _zip_entries(directory, ex.budget.max_entries):
+        entries, size = entries + 1, size + entry.size
+    ex.budget.expect(entries, size)
+    for entry in _zip_entries(directory, ex.budget.max_entries):
+        ex.begin(entry.name)
+        mode = entry.mode
+        if entry.is_dir or stat.S_ISDIR(mode):
+            ex.directory(entry.name)
+        elif stat.S_ISLNK(mode):
+            with _open_zip_entry(data, entry) as source:
+                ex.symlink(entry.name, _read_link(source, entry.name))
+        elif not stat.S_ISREG(mode):
+            ex.special(entry.name)
+        else:
+            with _open_zip_entry(data, entry) as source:
+                ex.file(entry.name, source, mode)
 
 
-def _zip_link(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
-    """A zip symlink's target, which is stored as the entry's content."""
-    with zf.open(info) as handle:
-        data = handle.read(_MAX_LINK_BYTES + 1)
-    if len(data) > _MAX_LINK_BYTES:
-        raise UnsafeEntryError(f"symbolic link {info.filename!r} has an oversized target")
-    return data.decode("utf-8", errors="replace")
-
-
-def _extract_zip(archive: Path, extractor: _Extractor) -> None:
-    with _reading("zip"), zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        extractor.budget.expect(len(infos), sum(info.file_size for info in infos))
-        for info in infos:
-            extractor.budget.add_entry()
-            _extract_zip_entry(zf, info, extractor)
-
-
-def _extract_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, ex: _Extractor) -> None:
-    mode = _zip_mode(info)
-    if info.is_dir() or stat.S_ISDIR(mode):
-        ex.directory(info.filename)
-    elif stat.S_ISLNK(mode):
-        ex.symlink(info.filename, _zip_link(zf, info))
-    elif not stat.S_ISREG(mode):
-        ex.special(info.filename)
-    elif info.flag_bits & 0x1:
-        raise CorruptArchiveError("zip", f"entry {info.filename!r} is encrypted")
-    else:
-        with zf.open(info) as source:
-            ex.file(info.filename, source, mode)
-
-
-def _extract_tar(archive: Path, ex: _Extractor) -> None:
-    with _reading("tar"), tarfile.open(archive, "r:*") as tf:
-        for member in tf:
-            ex.budget.add_entry()
-            if member.isdir():
-                ex.directory(member.name)
-            elif member.issym():
-                ex.symlink(member.name, member.linkname)
-            elif member.islnk():
-                ex.hardlink(member.name, member.linkname)
-            elif member.isreg():
-                source = tf.extractfile(member)
-                assert source is not None  # always a stream for a regular member
-                with source:
-                    ex.file(member.name, source, member.mode)
-            else:
-                ex.special(member.name)
+def _extract_tar(stack: ExitStack, archive: Path, ex: _Extractor) -> None:
+    tf = _open_tar(stack, archive, ex.budget)
+    while (member := tf.next()) is not None:
+        ex.begin(member.name)
+        _check_name_size(member.name)
+        if member.isdir():
+            ex.directory(member.name)
+        elif member.issym():
+            ex.symlink(member.name, member.linkname)
+        elif member.islnk():
+            ex.hardlink(member.name, member.linkname)
+        elif member.isreg():
+            source = tf.extractfile(member)
+            assert source is not None  # always a stream for a regular member
+            with source:
+                ex.file(member.name, source, member.mode)
+        else:
+            ex.special(member.name)
 
 
 # ---------------------------------------------------------------- zipping
@@ -472,11 +1246,23 @@ def _zip_writer(out: Path, chunk_bytes: int) -> Iterator[_ZipWriter]:
 
 
 def _walk(directory: Path) -> Iterator[Path]:
-    """Everything under ``directory``, sorted, parents first; symlinked dirs not entered."""
-    for path in sorted(directory.iterdir(), key=lambda p: p.name):
+    """Everything under ``directory``, sorted, parents first; symlinked dirs not entered.
+
+    Iterative, so no depth of tree exhausts the interpreter's recursion limit.
+    """
+    levels = [iter(sorted(directory.iterdir(), key=lambda p: p.name))]
+    while levels:
+        path = next(levels[-1], None)
+        if path is None:
+            levels.pop()
+            continue
         yield path
         if path.is_dir() and not path.is_symlink():
-            yield from _walk(path)
+            levels.append(iter(sorted(path.iterdir(), key=lambda p: p.name)))
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
 
 
 def _inner_link(path: Path, root: str, arcname: str) -> str:

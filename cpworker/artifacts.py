@@ -63,7 +63,12 @@ class ArtifactSettings:
 
     - ``max_total_bytes`` (10 GiB): bytes one extraction may write, counted while
       writing (archives can lie about their sizes), so a zip bomb cannot fill the disk.
-    - ``max_entries`` (100_000): entries one extraction may create.
+    - ``max_entries`` (100_000): entries one extraction may create (directories made
+      on the way count), and members that listing or opening one may read.
+    - ``max_ratio`` (200) and ``ratio_check_after_bytes`` (1 GiB): once more than
+      ``ratio_check_after_bytes`` were written, an extraction that wrote more than
+      ``max_ratio`` times the compressed bytes it read from the archive so far is
+      refused, so a bomb stops there rather than at ``max_total_bytes``.
     - ``multipart_threshold_bytes`` (64 MiB): uploads above it go multipart.
     - ``multipart_chunk_bytes`` (16 MiB): part size of a multipart upload (S3
       requires at least 5 MiB; smaller values are raised to that).
@@ -73,6 +78,8 @@ class ArtifactSettings:
 
     max_total_bytes: int = 10 * GIB
     max_entries: int = 100_000
+    max_ratio: int = 200
+    ratio_check_after_bytes: int = 1 * GIB
     multipart_threshold_bytes: int = 64 * MIB
     multipart_chunk_bytes: int = 16 * MIB
     chunk_bytes: int = 1 * MIB
@@ -306,13 +313,19 @@ class InputArtifact(_StoredArtifact):
     def names(self) -> list[str]:
         """Member names (not directories), without extracting."""
         path, kind = self._fetch(), self.kind
-        return self._archive_call(lambda: archives.member_names(path, kind, self._file_name))
+        return self._archive_call(
+            lambda: archives.member_names(
+                path, kind, self._file_name, max_entries=self._settings.max_entries
+            )
+        )
 
     def open(self, member: str) -> BinaryIO:
         """A binary reader for one member, without extracting the rest."""
         path, kind = self._fetch(), self.kind
         reader = self._archive_call(
-            lambda: archives.open_member(path, kind, member, self._file_name)
+            lambda: archives.open_member(
+                path, kind, member, self._file_name, max_entries=self._settings.max_entries
+            )
         )
         if reader is None:
             raise ArtifactKeyError(f"input artifact {self._name!r} has no member {member!r}")
@@ -337,7 +350,12 @@ class InputArtifact(_StoredArtifact):
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise ValueError(f"cannot extract into {str(target)!r}: not an empty directory")
         path, kind, settings = self._fetch(), self.kind, self._settings
-        budget = archives.Budget(settings.max_total_bytes, settings.max_entries)
+        budget = archives.Budget(
+            settings.max_total_bytes,
+            settings.max_entries,
+            settings.max_ratio,
+            settings.ratio_check_after_bytes,
+        )
         self._archive_call(
             lambda: archives.extract(
                 path,
