@@ -10,18 +10,24 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
-from conftest import Run
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+from conftest import Run, fast_settings
 from cpw_fault_apps import app as fault_app
 from pytest_mock import MockerFixture
 
+from cpworker.api import CodePipelineAPI, RetryPolicy
+from cpworker.local.faults import FaultSettings
+from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
 from cpworker.worker import Worker, WorkerSettings
 
@@ -173,31 +179,52 @@ def test_a_success_refused_for_good_becomes_a_failure_that_says_why(
 
 def test_an_ambiguous_retried_report_is_not_logged_as_lost(
     start_pipeline: StartPipeline,
-    worker: StartWorker,
-    mocker: MockerFixture,
+    local: LocalCodePipeline,
+    workspace_root: Path,
+    state_dir: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Given a report whose first attempt lands but whose answer is lost on the way back
-    run = start_pipeline("CpwHang", {"Tag": "quick"})
-    instance = serve(worker, "hang")
-    real_put = instance.api.client.put_job_success_result
-    attempts: list[str] = []
-
-    def answer_lost(**request: Any) -> Any:
-        attempts.append(request["jobId"])
-        real_put(**request)
-        if len(attempts) == 1:
-            raise ConnectionClosedError(endpoint_url="http://127.0.0.1")
-        return {}
-
-    mocker.patch.object(instance.api.client, "put_job_success_result", side_effect=answer_lost)
-    # Then the retry's InvalidJobState is recognised as "already reported"
-    assert run.wait()["status"] == "Succeeded"
-    until(lambda: [r for r in caplog.records if r.getMessage() == "result reported"])
-    reported = next(r for r in caplog.records if r.getMessage() == "result reported")
-    assert reported.__dict__["delivery"] == "accepted by an earlier attempt"
-    assert len(attempts) == 2
+    # Given reports that land but whose answers are lost (the local CodePipeline's
+    # "lost" fault resets the connection after processing the request)
+    local.set_faults(FaultSettings(lost=1.0, operations=frozenset({"PutJobSuccessResult"})))
+    try:
+        run = start_pipeline("CpwHang", {"Tag": "quick"})
+        # One attempt per call at the botocore level, as cpworker's own client makes it:
+        # cpworker must see the lost answer itself.
+        client = boto3.client(
+            "codepipeline",
+            endpoint_url=local.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        api = CodePipelineAPI(client, RetryPolicy(attempts=30, backoff_max_s=0.5))
+        settings = fast_settings(
+            workspace_root, endpoint_url=local.endpoint_url, state_dir=state_dir
+        )
+        instance = Worker(api, [fault_app["hang"]], settings)
+        thread = threading.Thread(target=instance.run, daemon=True)
+        thread.start()
+        try:
+            # When the first attempt has landed, the answers stop being lost
+            assert run.wait()["status"] == "Succeeded"
+            local.set_faults(None)
+            # Then the retry's InvalidJobState is recognised as "already reported"
+            reported = until(
+                lambda: [r for r in caplog.records if r.getMessage() == "result reported"]
+            )
+        finally:
+            instance.shutdown()
+            thread.join(timeout=30)
+    finally:
+        local.set_faults(None)
+    assert reported[0].__dict__["delivery"] == "accepted by an earlier attempt"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    counts = call_private(local.endpoint_url, "GetResultCounts", {"pipelineName": run.name})
+    job = next(j for j in counts["jobs"] if j["pipelineName"] == run.name and j["accepted"])
+    assert sum(job["accepted"].values()) == 1
+    assert sum(job["received"].values()) >= 2, "the retry reached the server"
 
 
 def test_a_poll_that_raises_is_logged_and_polling_goes_on(
