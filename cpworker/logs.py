@@ -31,6 +31,16 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
     def serialize(self, log: LogRecord) -> str:
         return super().serialize(_scrubbed(log))
 
+    def _extract_log_exception(
+        self, log_record: logging.LogRecord
+    ) -> tuple[str, str, list[Any]] | tuple[None, None, None]:
+        """Also a traceback that came from a job's process as text (``exc_text``):
+        a traceback object cannot cross the process boundary."""
+        if log_record.exc_info is None and log_record.exc_text:
+            last_line = log_record.exc_text.rstrip().rsplit("\n", 1)[-1]
+            return log_record.exc_text, last_line.split(":", 1)[0], []
+        return super()._extract_log_exception(log_record)
+
 
 def _scrubbed(value: Any) -> Any:
     """``value`` with registered secrets masked in every string it holds (keys included);

@@ -155,6 +155,13 @@ def test_credentials_and_secret_configuration_never_reach_logs_or_messages(
     assert message.startswith("RuntimeError: login to db.internal with ****")
     log_text = worker.log_file.read_text()
     assert "logging in to db.internal with ****" in log_text
+    # The traceback crossed from the job's process, structured as for any other line
+    raised = next(
+        line for line in worker.lines() if line["message"] == "handler raised RuntimeError"
+    )
+    assert raised["exception_name"] == "RuntimeError"
+    assert raised["exception"].startswith("Traceback (most recent call last):")
+    assert raised["pipeline"] == run.name
     for secret in secrets:
         assert secret not in log_text
         assert secret not in message
