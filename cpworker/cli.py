@@ -56,6 +56,7 @@ def _on_signals(first: Callable[[], None]) -> None:
 def serve(args: argparse.Namespace) -> int:
     from cpworker.api import CodePipelineAPI, codepipeline_client
     from cpworker.worker import Worker, WorkerSettings
+    from cpworker.workspace import WorkspaceRootError
 
     app = load_app(args.app)
     specs = app.select(args.action)
@@ -80,9 +81,17 @@ def serve(args: argparse.Namespace) -> int:
         endpoint_url=args.endpoint_url,
         profile=args.profile,
     )
-    worker = Worker(CodePipelineAPI(client), specs, settings)
+    try:
+        worker = Worker(CodePipelineAPI(client), specs, settings)
+    except ValueError as exc:  # an action that cannot run in a child process
+        print(f"cpworker serve: {exc}", file=sys.stderr)
+        return 2
     _on_signals(worker.shutdown)
-    worker.run()
+    try:
+        worker.run()
+    except WorkspaceRootError as exc:
+        print(f"cpworker serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -252,7 +261,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="ACTION:Property=value",
         help="poll only jobs whose queryable property has this value",
     )
-    run.add_argument("--workspace", type=Path, help="root of job workspaces (default: tmp)")
+    run.add_argument(
+        "--workspace",
+        type=Path,
+        help="root of job workspaces, this user's alone (default: <tmp>/cpworker-<uid>)",
+    )
     run.add_argument("--keep-workspace", action="store_true", help="keep job workspaces")
     run.add_argument("--register", action="store_true", help="create missing action types first")
     run.set_defaults(func=serve)

@@ -53,7 +53,7 @@ from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS, scrub
 from cpworker.result import Continue, Failure, Result, outcome_of, resume
 from cpworker.sources.jobdata import DEFAULT_CREDENTIAL_REFRESH_S, log_fields, secrets_of
-from cpworker.workspace import job_workspace
+from cpworker.workspace import default_workspace_root, job_workspace, prepare_root
 
 log = logger("cpworker.worker")
 GONE = frozenset({"InvalidJobStateException", "JobNotFoundException"})
@@ -76,7 +76,9 @@ class WorkerSettings:
                                         (fits the 30 s stop grace of ECS and Kubernetes)
     report_timeout_s        4.0         on shutdown, the time for all hand-back reports
     state_dir               per user    where the journal lives (must outlive the worker)
-    workspace_root          tmp         each job works in ``<root>/<job id>-<random>``
+    workspace_root          per user    each job works in ``<root>/<job id>-<random>``;
+                                        default ``<tmp>/cpworker-<uid>``, refused if
+                                        another user could write to it
     keep_workspace          False       keep job workspaces (debugging)
     queries                 {}          action name → queryParam for PollForJobs
     credential_refresh_s    900         renew a job's artifact credentials this often
@@ -92,7 +94,7 @@ class WorkerSettings:
     drain_timeout_s: float = 25.0
     report_timeout_s: float = 4.0
     state_dir: Path = field(default_factory=default_state_dir)
-    workspace_root: Path = field(default_factory=lambda: Path("/tmp") / "cpworker")  # noqa: S108
+    workspace_root: Path = field(default_factory=default_workspace_root)
     keep_workspace: bool = False
     queries: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     credential_refresh_s: float = DEFAULT_CREDENTIAL_REFRESH_S
@@ -173,8 +175,9 @@ class Worker:
 
     def run(self) -> None:
         """Resolve what a dead worker left, then poll and run jobs until ``shutdown()``;
-        returns once draining is over."""
-        self.settings.workspace_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        returns once draining is over. An unsafe workspace root raises
+        ``WorkspaceRootError`` before anything starts."""
+        prepare_root(self.settings.workspace_root)
         self._journal = Journal(self.settings.state_dir, self._identity)
         try:
             log.info(

@@ -264,3 +264,23 @@ def test_running_jobs_see_is_shutting_down_and_can_continue_themselves(
     ]
     assert outcomes == ["continue"]
     assert run.action_state()["summary"] == "saw is_shutting_down()"
+
+
+def test_a_planted_workspace_root_is_refused_with_one_line(
+    local: LocalCodePipeline, tmp_path: Path, spy_dir: Path, registered: None
+) -> None:
+    # Given a workspace root that someone replaced with a link to their own directory
+    theirs = tmp_path / "attacker"
+    theirs.mkdir()
+    planted = tmp_path / "root"
+    planted.symlink_to(theirs)
+    worker = Serve(local, spy_dir, tmp_path / "serve.log", "--workspace", str(planted))
+    # Then the worker refuses to start, says why in one line, and writes nothing there
+    assert worker.process.wait(timeout=60) == 2
+    text = worker.log_file.read_text().strip()
+    worker.stop()
+    assert text.splitlines()[-1] == (
+        f"cpworker serve: workspace root {planted} is a symbolic link (to {theirs}): "
+        "remove it, or choose another workspace root (--workspace)"
+    )
+    assert list(theirs.iterdir()) == []
