@@ -3,7 +3,10 @@ pipelines that run one of its actions, and in-process workers that poll it."""
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from cpw_test_apps import app
 from cpworker import ActionApp, testing
 from cpworker.api import CodePipelineAPI, RetryPolicy
 from cpworker.local.server import LocalCodePipeline
+from cpworker.logs import RedactingFormatter
 from cpworker.testing import PipelineRun, custom_action, zip_bytes
 from cpworker.worker import Worker, WorkerSettings
 
@@ -25,36 +29,32 @@ DEFAULT_SOURCE = {"README.md": "hello\n", "src/main.py": "print('hi')\n"}
 Run = PipelineRun
 
 
-@pytest.fixture(scope="session")
-def registered(local: LocalCodePipeline) -> None:
-    """The test app's action types exist in the local CodePipeline."""
+def local_codepipeline(local: LocalCodePipeline, **options: Any) -> Any:
+    """A boto3 CodePipeline client of the local CodePipeline (``options``: e.g. ``config``)."""
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "codepipeline",
         endpoint_url=local.endpoint_url,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
+        **options,
     )
-    app.register(client)
+
+
+@pytest.fixture(scope="session")
+def registered(local: LocalCodePipeline) -> None:
+    """The test app's action types exist in the local CodePipeline."""
+    app.register(local_codepipeline(local))
 
 
 @pytest.fixture(scope="session")
 def fault_types(local: LocalCodePipeline) -> None:
     """The misbehaving actions of ``cpw_fault_apps`` exist in the local CodePipeline."""
-    import boto3
     from cpw_fault_apps import app as fault_app
 
-    fault_app.register(
-        boto3.client(
-            "codepipeline",
-            endpoint_url=local.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-    )
+    fault_app.register(local_codepipeline(local))
 
 
 @pytest.fixture
@@ -94,6 +94,27 @@ def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., R
     return start
 
 
+def until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
+    """Wait for ``condition()`` to be truthy and return it (polls; generous for a loaded
+    machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+def stopped(pid: int) -> bool:
+    """The process no longer runs: no such pid, or a zombie left for its reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
 def fast_settings(root: Path, **overrides: Any) -> WorkerSettings:
     base: dict[str, Any] = {
         "concurrency": 4,
@@ -114,6 +135,19 @@ def workspace_root(tmp_path: Path) -> Path:
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The worker's journal, outside the test's tmp_path (which tests check stays clean)."""
     return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    """The test's log lines as the worker and the Lambda runtime write them (cpworker's
+    redacting JSON formatter)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter(service="cpworker"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield stream
+    root.removeHandler(handler)
 
 
 @pytest.fixture

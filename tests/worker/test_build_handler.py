@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Run
+from conftest import Run, stopped, until
 
 from cpworker.testing import zip_bytes
 from cpworker.worker import Worker
@@ -81,28 +79,6 @@ def test_output_directory_outside_the_source_is_a_configuration_error(
     }
 
 
-def _stopped(pid: int) -> bool:
-    """The process no longer runs: no such pid, or a zombie left for init to reap."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
-
-
-def _eventually_stopped(pid: int, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not _stopped(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 # Thread isolation in both tests below: nothing but the build handler itself stops what
 # its command started (in process isolation the worker also kills the job's session).
 
@@ -126,7 +102,7 @@ def test_a_build_that_times_out_leaves_no_process_behind(
         "code": "JobFailed",
         "message": "the command timed out after 2 s",
     }
-    assert _eventually_stopped(int(pid_file.read_text()))
+    until(lambda: stopped(int(pid_file.read_text())), what="the build's processes to stop")
 
 
 def test_a_build_that_leaves_a_background_process_succeeds_at_once_and_stops_it(
@@ -144,4 +120,4 @@ def test_a_build_that_leaves_a_background_process_succeeds_at_once_and_stops_it(
     )
     worker(serve=build_app, isolation="thread")
     assert run.wait()["status"] == "Succeeded"  # not held by the sleep's copy of stdout
-    assert _eventually_stopped(int(pid_file.read_text()))
+    until(lambda: stopped(int(pid_file.read_text())), what="the build's processes to stop")

@@ -20,7 +20,7 @@ from cpworker import ActionApp, Job, Success
 from cpworker.local.lambda_context import LambdaContext
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
-from cpworker.logs import SDK_LOGGERS, RedactingFormatter
+from cpworker.logs import SDK_LOGGERS
 from cpworker.redact import SECRETS
 from cpworker.sources import lambda_invoke
 from cpworker.sources.jobdata import JobAbandoned
@@ -95,18 +95,6 @@ def _invoke(
 def _handler_thread(job_id: str) -> threading.Thread:
     (thread,) = [t for t in threading.enumerate() if t.name == f"cpworker-handler-{job_id}"]
     return thread
-
-
-@pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
-    """The test's log lines as the redacting formatter writes them."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(RedactingFormatter(service="cpworker"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield stream
-    root.removeHandler(handler)
 
 
 def test_an_abandoned_handler_cannot_upload_and_keeps_its_secrets_and_workspace_until_it_ends(
@@ -197,7 +185,9 @@ def test_lambda_keeps_botocore_debug_lines_and_the_job_token_out_of_a_debug_root
     # Given Lambda's root logger at DEBUG (AWS_LAMBDA_LOG_LEVEL=DEBUG), unmasked
     app = ActionApp()
 
-    @app.action(category="Invoke", provider="Reader", config=PasswordConfig)
+    @app.action(
+        category="Invoke", provider="Reader", config=PasswordConfig, optional_outputs=("Out",)
+    )
     def reader(job: Job[PasswordConfig]) -> Success:
         return Success(summary=f"{len(job.inputs.one().names())} files")
 

@@ -11,17 +11,15 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
-from conftest import Run, fast_settings
+from conftest import Run, fast_settings, local_codepipeline, stopped, until
 from cpw_fault_apps import app as fault_app
 from pytest_mock import MockerFixture
 
@@ -36,26 +34,6 @@ StartWorker = Callable[..., Worker]
 
 
 pytestmark = pytest.mark.usefixtures("fault_types")
-
-
-def until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
-    """Wait for ``condition()`` to be truthy (polling; generous for a loaded machine)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or condition}")
-
-
-def gone(pid: int) -> bool:
-    """Whether ``pid`` has ended (a zombie waiting for its reaper counts as ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def serve(worker: StartWorker, *actions: str, **overrides: Any) -> Worker:
@@ -74,7 +52,7 @@ def test_hung_handler_fails_at_its_deadline_and_the_worker_serves_the_next_job(
     assert (error["code"], error["message"]) == ("JobFailed", "timed out after 1.5 s")
     # And the handler's own command was killed with it, and its workspace removed
     grandchild = int((spy_dir / "pids").read_text().split()[0])
-    until(lambda: gone(grandchild), what="the handler's child to be killed")
+    until(lambda: stopped(grandchild), what="the handler's child to be killed")
     workspace = Path((spy_dir / "workspaces").read_text().split()[0])
     until(lambda: not workspace.exists(), what="the workspace to be removed")
     # And the slot is free again: the next job runs
@@ -191,14 +169,7 @@ def test_an_ambiguous_retried_report_is_not_logged_as_lost(
         run = start_pipeline("CpwHang", {"Tag": "quick"})
         # One attempt per call at the botocore level, as cpworker's own client makes it:
         # cpworker must see the lost answer itself.
-        client = boto3.client(
-            "codepipeline",
-            endpoint_url=local.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1}),
-        )
+        client = local_codepipeline(local, config=Config(retries={"total_max_attempts": 1}))
         api = CodePipelineAPI(client, RetryPolicy(attempts=30, backoff_max_s=0.5))
         settings = fast_settings(
             workspace_root, endpoint_url=local.endpoint_url, state_dir=state_dir

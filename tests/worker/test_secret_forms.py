@@ -16,7 +16,6 @@ import pytest
 from conftest import APPS_DIR, Run
 from cpw_secret_apps import app as disguised_app
 
-from cpworker.logs import RedactingFormatter
 from cpworker.testing import lambda_action
 from cpworker.worker import Worker
 
@@ -95,18 +94,6 @@ def _assert_masked_result(run: Run, outcome: str) -> list[str]:
         "Token": "****",
     }
     return [summary, *variables.values()]
-
-
-@pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
-    """The test's log lines as the worker writes them (``cpworker serve``'s formatter)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(RedactingFormatter(service="cpworker"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield stream
-    root.removeHandler(handler)
 
 
 @pytest.mark.parametrize("outcome", ["fail", "succeed"])

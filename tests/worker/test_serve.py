@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest import APPS_DIR, Run
+from conftest import APPS_DIR, Run, stopped, until
 
 from cpworker.local.server import LocalCodePipeline
 
@@ -183,6 +183,18 @@ def _lines_in(path: Path, count: int, timeout_s: float = 30.0) -> list[str]:
     raise AssertionError(f"{path.name} never reached {count} lines")
 
 
+def _kill_9_mid_job(
+    serve: Callable[..., Serve], state: Path, action: str, start: Callable[[], Run], spy: Path
+) -> tuple[Serve, Run]:
+    """A worker on ``state`` runs the job ``start()`` makes; SIGKILL once ``spy`` says it runs."""
+    worker = serve("--action", action, app=FAULTS, state_dir=state)
+    run = start()
+    _lines_in(spy, 1)
+    worker.process.kill()
+    worker.process.wait()
+    return worker, run
+
+
 def test_kill_9_then_restart_fails_the_orphaned_job_with_the_reason(
     serve: Callable[..., Serve],
     start_pipeline: StartPipeline,
@@ -192,11 +204,13 @@ def test_kill_9_then_restart_fails_the_orphaned_job_with_the_reason(
 ) -> None:
     # Given a worker killed with SIGKILL while its job runs
     state = tmp_path / "shared-state"
-    first = serve("--action", "polite", app=FAULTS, state_dir=state)
-    run = start_pipeline("CpwPolite", {"Tag": "kill9"})
-    _lines_in(spy_dir / "started-kill9", 1)
-    first.process.kill()
-    first.process.wait()
+    first, run = _kill_9_mid_job(
+        serve,
+        state,
+        "polite",
+        lambda: start_pipeline("CpwPolite", {"Tag": "kill9"}),
+        spy_dir / "started-kill9",
+    )
     # When a worker starts again on the same state directory
     second = serve("--action", "hang", app=FAULTS, state_dir=state)
     # Then the job fails at once, saying what happened, instead of hanging for a day
@@ -216,15 +230,16 @@ def test_kill_9_then_restart_hands_an_on_shutdown_continue_step_back(
     fault_types: None,
 ) -> None:
     state = tmp_path / "shared-state"
-    first = serve("--action", "hand_back", app=FAULTS, state_dir=state)
-    run = start_pipeline("CpwHandBack", {"Tag": "kill9"})
-    _lines_in(spy_dir / "attempts-kill9", 1)  # step 2 is running
-    first.process.kill()
-    first.process.wait()
+    attempts = spy_dir / "attempts-kill9"
+    _, run = _kill_9_mid_job(
+        serve, state, "hand_back", lambda: start_pipeline("CpwHandBack", {"Tag": "kill9"}), attempts
+    )
     serve("--action", "hand_back", app=FAULTS, state_dir=state)
     assert run.wait()["status"] == "Succeeded"
     assert run.action_state()["summary"] == "finished step 2 after a hand-back"
-    assert len(_lines_in(spy_dir / "attempts-kill9", 2)) == 2
+    first_attempt, second_attempt = (line.split()[0] for line in _lines_in(attempts, 2))
+    assert first_attempt != second_attempt
+    until(lambda: stopped(int(first_attempt)), what="the first attempt's process to end")
 
 
 def test_sigterm_hands_an_on_shutdown_continue_job_to_another_worker(
@@ -247,8 +262,7 @@ def test_sigterm_hands_an_on_shutdown_continue_job_to_another_worker(
     assert run.action_state()["summary"] == "finished step 2 after a hand-back"
     second_pid = int(_lines_in(spy_dir / "attempts-sigterm", 2)[1].split()[0])
     assert second_pid != first_pid
-    with pytest.raises(ProcessLookupError):
-        os.kill(first_pid, 0)
+    until(lambda: stopped(first_pid), what="the handed-back job's process to end")
 
 
 def test_running_jobs_see_is_shutting_down_and_can_continue_themselves(
