@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,13 @@ def _client(service: str, endpoint_url: str) -> Any:
     )
 
 
-def _start_worker(endpoint_url: str) -> subprocess.Popen[bytes]:
+def _start_worker(endpoint_url: str, state_dir: Path) -> subprocess.Popen[bytes]:
     environment = {**os.environ, **DUMMY_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint_url}
     environment.pop("AWS_PROFILE", None)
     command = [sys.executable, "-m", "cpworker.cli", "serve", "handlers.build:app"]
     command += ["--region", REGION, "--poll-max", "1", "--log-level", "WARNING"]
+    # The demo's jobs live and die with it: its journal goes with it too.
+    command += ["--state-dir", str(state_dir)]
     return subprocess.Popen(command, cwd=SAMPLE_PROJECT.parents[1], env=environment)
 
 
@@ -141,11 +144,12 @@ def run_demo() -> int:
         sys.path.insert(0, str(SAMPLE_PROJECT.parents[1]))
         execution_id = _prepare(endpoint_url)
         print(f"pipeline {PIPELINE}: execution {execution_id} started by CreatePipeline")
-        worker = _start_worker(endpoint_url)
-        try:
-            status = _show_progress(_client("codepipeline", endpoint_url), execution_id)
-        finally:
-            _stop(worker)
+        with tempfile.TemporaryDirectory(prefix="cpworker-demo-") as state_dir:
+            worker = _start_worker(endpoint_url, Path(state_dir))
+            try:
+                status = _show_progress(_client("codepipeline", endpoint_url), execution_id)
+            finally:
+                _stop(worker)
         codepipeline = _client("codepipeline", endpoint_url)
         print(f"execution {execution_id}: {status}")
         _show_outputs(codepipeline, _client("s3", endpoint_url), execution_id)

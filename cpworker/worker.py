@@ -40,6 +40,7 @@ from cpworker.app import ActionSpec
 from cpworker.artifacts import ArtifactSettings
 from cpworker.errors import FailureType
 from cpworker.isolation import (
+    Ended,
     Isolation,
     JobTask,
     ProcessRunner,
@@ -326,34 +327,19 @@ class Worker:
         return True
 
     def _run(self, flight: _InFlight) -> None:
+        """Run the job's handler with its deadline and report its outcome.
+
+        A finished job's workspace is gone before its result is reported; a job
+        past its deadline is reported first (the pipeline should not wait for a
+        large workspace to be deleted), then its workspace is removed.
+        """
         spec, envelope = flight.spec, flight.envelope
-        assert self._journal is not None
         root, keep = self.settings.workspace_root, self.settings.keep_workspace
-        with (
-            SECRETS.active(secrets_of(envelope, spec)),
-            job_workspace(root, envelope.id, keep=keep) as workspace,
-        ):
-            self._journal.started(
-                envelope.id,
-                spec.name,
-                time.time() + spec.timeout_s,
-                envelope.data.continuation_token,
-                workspace,
-            )
-            run = self._runner.start(self._task(spec, envelope, workspace))
-            if run.pid is not None:
-                self._journal.child(envelope.id, Identity.of(run.pid))
-            if not flight.attach(run):
-                run.kill()  # handed back while it started
-            ended = run.wait(spec.timeout_s)
+        with SECRETS.active(secrets_of(envelope, spec)):
+            with job_workspace(root, envelope.id, keep=keep) as workspace:
+                ended = self._wait_for_handler(flight, workspace)
             if ended is None:
-                run.kill()
-                flight.log.error("handler still running at its deadline", extra={
-                    "timeout_s": spec.timeout_s})  # fmt: skip
-                self._report(flight, _timed_out(spec, envelope))
-                self._release(flight)
-                run.wait(None)  # a thread runs on until its handler returns
-                return
+                return  # reported at the deadline
             if ended.result is None:
                 flight.log.error("the handler's process died", extra={"death": ended.death})
                 result: Result = Failure(
@@ -363,6 +349,35 @@ class Worker:
             else:
                 result = ended.result
             self._report(flight, result)
+
+    def _wait_for_handler(self, flight: _InFlight, workspace: Path) -> Ended | None:
+        """Journal the job, start its handler and wait for it until its deadline;
+        ``None`` when the deadline came first (the job is reported, its slot freed)."""
+        spec, envelope = flight.spec, flight.envelope
+        assert self._journal is not None
+        self._journal.started(
+            envelope.id,
+            spec.name,
+            time.time() + spec.timeout_s,
+            envelope.data.continuation_token,
+            workspace,
+        )
+        run = self._runner.start(self._task(spec, envelope, workspace))
+        if run.pid is not None:
+            self._journal.child(envelope.id, Identity.of(run.pid))
+        if not flight.attach(run):
+            run.kill()  # handed back while it started
+        ended = run.wait(spec.timeout_s)
+        if ended is not None:
+            return ended
+        run.kill()
+        flight.log.error(
+            "handler still running at its deadline", extra={"timeout_s": spec.timeout_s}
+        )
+        self._report(flight, _timed_out(spec, envelope))
+        self._release(flight)
+        run.wait(None)  # a thread runs on until its handler returns
+        return None
 
     def _task(self, spec: ActionSpec, envelope: JobEnvelope, workspace: Path) -> JobTask:
         settings = self.settings

@@ -337,3 +337,33 @@ def test_without_refresh_the_expired_credentials_are_refused(
     serve(worker, "outlive", credential_refresh_s=900)
     assert run.wait()["status"] == "Failed"
     assert "ExpiredToken" in run.action_state()["errorDetails"]["message"]
+
+
+def test_shutdown_abandons_a_poll_that_is_being_retried(
+    local: LocalCodePipeline,
+    workspace_root: Path,
+    state_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a worker whose every poll is throttled, so each poll retries with backoff
+    local.set_faults(FaultSettings(throttle=1.0, operations=frozenset({"PollForJobs"})))
+    try:
+        api = CodePipelineAPI(
+            local_codepipeline(local, config=Config(retries={"total_max_attempts": 1})),
+            RetryPolicy(attempts=50, max_elapsed_s=600, backoff_base_s=2.0, backoff_max_s=60),
+        )
+        settings = fast_settings(
+            workspace_root, endpoint_url=local.endpoint_url, state_dir=state_dir
+        )
+        instance = Worker(api, [fault_app["hang"]], settings)
+        thread = threading.Thread(target=instance.run, daemon=True)
+        thread.start()
+        until(lambda: [r for r in caplog.records if "ThrottlingException" in r.getMessage()])
+        # When it is told to stop, in the middle of the retries
+        instance.shutdown()
+        # Then it stops at once instead of finishing a minutes-long retry schedule
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    finally:
+        local.set_faults(None)
+    assert not [r for r in caplog.records if r.getMessage() == "polling failed"]

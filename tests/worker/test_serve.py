@@ -255,8 +255,8 @@ def test_sigterm_hands_an_on_shutdown_continue_job_to_another_worker(
     stopping.process.send_signal(signal.SIGTERM)
     # Then it hands the step back and exits within its drain and report budget
     assert stopping.process.wait(timeout=20) == 0
-    stopped = [line for line in stopping.lines() if line.get("message") == "worker stopped"]
-    assert stopped[0]["handed_back"] == 1
+    ends = [line for line in stopping.lines() if line.get("message") == "worker stopped"]
+    assert ends[0]["handed_back"] == 1
     # And the other worker runs the step again from its last state, in a new process
     assert run.wait()["status"] == "Succeeded"
     assert run.action_state()["summary"] == "finished step 2 after a hand-back"
