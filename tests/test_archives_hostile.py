@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cpw_archives import zip_link, zip_of
 
 from cpworker import archives
 from cpworker.archives import ArchiveError, Budget, LimitExceededError, UnsafeEntryError
@@ -34,23 +35,6 @@ MIB = 1024 * 1024
 CHUNK = 64 * 1024
 
 # ---------------------------------------------------------------- building archives
-
-
-def zip_of(
-    *entries: tuple[str | zipfile.ZipInfo, bytes], method: int = zipfile.ZIP_DEFLATED
-) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", method) as zf:
-        for name, data in entries:
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
-def zip_link(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info, target.encode()
 
 
 def tar_of(*members: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes], mode: str = "w") -> bytes:

@@ -7,37 +7,20 @@ ordinary source, succeeds.
 
 from __future__ import annotations
 
-import io
-import stat
 import tarfile
-import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Run
+from cpw_archives import zip_link, zip_of
 
 from cpworker.artifacts import ArtifactSettings
 from cpworker.worker import Worker
 
 StartPipeline = Callable[..., Run]
 StartWorker = Callable[..., Worker]
-
-
-def _zip(*entries: tuple[str | zipfile.ZipInfo, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries:
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
-def _link(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info, target.encode()
 
 
 def _long_name_headers(count: int) -> bytes:
@@ -50,11 +33,11 @@ def _long_name_headers(count: int) -> bytes:
 
 
 HOSTILE = {
-    "ratio-bomb": (_zip(("zeros", bytes(8 * 1024 * 1024))), "expands more than 20 times its"),
-    "deep-nesting": (_zip(("d/" * 1200 + "f", b"x")), "is nested more than 256 directories"),
-    "long-name": (_zip(("n" * 300, b"x")), "has a name component of 300 bytes"),
+    "ratio-bomb": (zip_of(("zeros", bytes(8 * 1024 * 1024))), "expands more than 20 times its"),
+    "deep-nesting": (zip_of(("d/" * 1200 + "f", b"x")), "is nested more than 256 directories"),
+    "long-name": (zip_of(("n" * 300, b"x")), "has a name component of 300 bytes"),
     "link-chain": (
-        _zip(("d/", b""), *(_link(f"l{i}", f"l{i - 1}" if i else "d") for i in range(1500))),
+        zip_of(("d/", b""), *(zip_link(f"l{i}", f"l{i - 1}" if i else "d") for i in range(1500))),
         "symbolic link 'l40' leads through more than 40 symbolic links",
     ),
     "tar-header-run": (_long_name_headers(3000), "more than 16 extended headers in a row"),

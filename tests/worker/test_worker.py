@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import Run
+from cpw_archives import zip_link, zip_of
 
 from cpworker.artifacts import ArtifactSettings
 from cpworker.testing import zip_bytes
@@ -126,30 +127,15 @@ def test_a_job_that_cannot_even_start_still_gets_a_failure(
     assert error["message"].startswith("cpworker could not run the job: WorkspaceRootError")
 
 
-def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for info, data in entries:
-            archive.writestr(info, data)
-    return buffer.getvalue()
-
-
-def _symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = 0o120777 << 16
-    return info, target.encode()
-
-
 MARK = uuid.uuid4().hex
 
 
 @pytest.mark.parametrize(
     ("archive", "message"),
     [
-        (_zip_with([("ok.txt", b"x"), (f"../../../zip-slip-{MARK}.txt", b"x")]), "outside"),
-        (_zip_with([(f"/tmp/absolute-{MARK}.txt", b"x")]), "absolute"),
-        (_zip_with([_symlink("link", "../../.."), (f"link/escape-{MARK}.txt", b"x")]), "link"),
+        (zip_of(("ok.txt", b"x"), (f"../../../zip-slip-{MARK}.txt", b"x")), "outside"),
+        (zip_of((f"/tmp/absolute-{MARK}.txt", b"x")), "absolute"),
+        (zip_of(zip_link("link", "../../.."), (f"link/escape-{MARK}.txt", b"x")), "link"),
         (zip_bytes({"big.bin": b"0" * 50_000}), "limit"),
         (zip_bytes({"a.txt": "x" * 5000})[:-40], "not a valid zip"),
     ],
