@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -12,23 +13,24 @@ from pydantic import BaseModel
 from cpworker.config import ConfigProperty, properties_of
 from cpworker.errors import ActionFailed, FailureType
 from cpworker.job import Job, _current
-from cpworker.limits import bounds, result_limits, shape
+from cpworker.limits import INTEGRATION_JOB_TIMEOUT_MAX_S, bounds, result_limits, shape
 from cpworker.logs import JobLogger
 from cpworker.model import ActionTypeId
 from cpworker.redact import scrub
 from cpworker.result import Continue, Failure, InvalidResult, Result, Success, bounded
 
 if TYPE_CHECKING:
-    from cpworker.sources.lambda_invoke import LambdaSettings
+    from cpworker.sources.lambda_runtime import LambdaSettings
 
 Handler = Callable[[Job[Any]], Result | None]
-LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, str]]
+LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 OnTimeout = Literal["fail", "continue"]
 OnShutdown = Literal["fail", "continue"]
 DEFAULT_TIMEOUT_S = 3600.0
 HandlerT = TypeVar("HandlerT", bound=Handler)
 Counts = tuple[int, int]
 MAX_ARTIFACTS = 5  # ArtifactDetails.maximumCount is 0-5
+MIN_JOB_TIMEOUT_S = 60  # ActionTypeExecutor.jobTimeout is 60-43200
 
 
 @dataclass(frozen=True)
@@ -79,18 +81,46 @@ class ActionSpec:
             "provider": self.type_id.provider,
             "version": self.type_id.version,
             "configurationProperties": [p.to_wire() for p in self.properties],
-            "inputArtifactDetails": {
-                "minimumCount": self.inputs[0],
-                "maximumCount": self.inputs[1],
-            },
-            "outputArtifactDetails": {
-                "minimumCount": self.outputs[0],
-                "maximumCount": self.outputs[1],
-            },
+            "inputArtifactDetails": _artifact_details(self.inputs),
+            "outputArtifactDetails": _artifact_details(self.outputs),
         }
         if settings := self.settings.to_wire():
             request["settings"] = settings
         return request
+
+    def action_type_definition(self, lambda_function_arn: str) -> dict[str, Any]:
+        """An action-type definition file (the User Guide's format) for this action as a
+        ThirdParty type run by the Lambda integration model: the function's ARN as its
+        Lambda executor, ``timeout`` as its ``jobTimeout`` (60 s to 15 minutes)."""
+        job_timeout = min(math.ceil(self.timeout_s), INTEGRATION_JOB_TIMEOUT_MAX_S)
+        properties = []
+        for p in self.properties:
+            declared = {"name": p.name, "optional": not p.required, "key": p.key}
+            declared |= {"noEcho": p.secret, "queryable": p.queryable}
+            properties.append(declared | ({"description": p.description} if p.description else {}))
+        declaration: dict[str, Any] = {
+            "executor": {
+                "configuration": {
+                    "lambdaExecutorConfiguration": {"lambdaFunctionArn": lambda_function_arn}
+                },
+                "type": "Lambda",
+                "jobTimeout": max(MIN_JOB_TIMEOUT_S, job_timeout),
+            },
+            "id": self.type_id.model_dump() | {"owner": "ThirdParty"},
+            "inputArtifactDetails": _artifact_details(self.inputs),
+            "outputArtifactDetails": _artifact_details(self.outputs),
+            "properties": properties,
+        }
+        urls = self.settings.to_wire()
+        if "thirdPartyConfigurationUrl" in urls:
+            urls["configurationUrl"] = urls.pop("thirdPartyConfigurationUrl")
+        if urls:
+            declaration["urls"] = urls
+        return {"actionType": declaration}
+
+
+def _artifact_details(counts: Counts) -> dict[str, int]:
+    return {"minimumCount": counts[0], "maximumCount": counts[1]}
 
 
 def _check_name(what: str, value: str, shape_name: str) -> None:
@@ -143,7 +173,8 @@ class ActionApp:
         ``timeout`` (seconds or a ``timedelta``; default one hour) bounds one step of
         the action: at that deadline ``cpworker serve`` stops the handler (it kills
         its process group) and reports per ``on_timeout``. The Lambda runtime's
-        deadline is the function's own timeout less a margin.
+        deadline is the function's own timeout less a margin; for the Lambda integration
+        model, the earliest of that, ``timeout`` and 15 minutes, less the margin.
 
         ``on_timeout`` says what is reported when the handler has not returned by
         its deadline: ``"fail"`` (``JobFailed: timed out after N s``) or
@@ -237,16 +268,18 @@ class ActionApp:
     def lambda_handler_for(
         self, name: str, settings: LambdaSettings | None = None
     ) -> LambdaHandler:
-        """The Lambda entry point of the action ``name`` for a Lambda invoke action.
+        """The Lambda entry point of the action ``name``: for a Lambda invoke action (the
+        ``CodePipeline.job`` event; it reports the result) and for an action type's Lambda
+        executor (the integration model's ``jobId``/``data`` event; it returns the result).
 
         Importing it stays cheap: the Lambda runtime (and boto3) load on the first call.
         """
         spec = self[name]
 
-        def handler(event: Mapping[str, Any], context: Any) -> dict[str, str]:
-            from cpworker.sources.lambda_invoke import LambdaRuntime
+        def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+            from cpworker.sources.lambda_entry import runtime_for
 
-            return LambdaRuntime(spec, settings)(event, context)
+            return runtime_for(event, spec, settings)(event, context)
 
         handler.__qualname__ = handler.__name__ = f"{name}_lambda_handler"
         return handler

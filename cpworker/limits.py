@@ -15,6 +15,9 @@ from typing import Any
 
 # "Maximum size of all output variables of an action: 122880 bytes" (User Guide, quotas).
 OUTPUT_VARIABLES_MAX_BYTES = 122_880
+# "For the Lambda integration model, the maximum timeout is 15 minutes" (User Guide,
+# action type definition file: executor.jobTimeout).
+INTEGRATION_JOB_TIMEOUT_MAX_S = 900
 
 
 @dataclass(frozen=True)

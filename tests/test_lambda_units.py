@@ -17,13 +17,9 @@ from pytest_mock import MockerFixture
 from cpworker import ActionApp, Continue, Job, Success
 from cpworker.logs import logger
 from cpworker.result import decode_token, resume
-from cpworker.sources import lambda_invoke
-from cpworker.sources.lambda_invoke import (
-    LambdaSettings,
-    _HandlerThread,
-    config_values,
-    envelope_from_event,
-)
+from cpworker.sources import lambda_invoke, lambda_runtime
+from cpworker.sources.lambda_invoke import config_values, envelope_from_event
+from cpworker.sources.lambda_runtime import LambdaSettings, _HandlerThread
 
 
 def _event(user_parameters: str | None) -> dict[str, Any]:
@@ -130,9 +126,9 @@ class _Context:
 def metrics_namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """EMF metrics on, with a Metrics object made for this namespace."""
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "cpworker-tests")
-    lambda_invoke._metrics.cache_clear()
+    lambda_runtime._metrics.cache_clear()
     yield
-    lambda_invoke._metrics.cache_clear()
+    lambda_runtime._metrics.cache_clear()
 
 
 def _metric_names(printed: str) -> set[str]:

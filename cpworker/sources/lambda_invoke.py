@@ -3,18 +3,9 @@
 The event's ``data`` has the custom job's shape (``jobdata``) but no actionTypeId
 and no pipelineContext. The typed config is validated against the JSON object in
 ``UserParameters`` when there is one, else against the raw configuration
-(``FunctionName``, ``UserParameters``).
-
-The handler runs in a thread with a deadline: if it has not returned
-``timeout_margin_s`` before the Lambda timeout, cpworker reports a failure (or,
-with ``on_timeout="continue"``, a continuation that runs the step again), so the
-pipeline never waits for CodePipeline's 20-minute reply window.
-
-Python cannot stop that thread, and on a warm container it wakes up again during
-later invocations. So the job is *abandoned*: its output uploads raise
-``JobAbandoned``, its late result is dropped, its secrets stay masked and its
-workspace stays until the thread has actually ended (then both go), and every
-invocation logs a warning while such a thread is alive.
+(``FunctionName``, ``UserParameters``). The deadline trap, abandoned handlers,
+logging and metrics are the shared ones (``lambda_runtime``): the deadline is the
+Lambda timeout, so the pipeline never waits for CodePipeline's 20-minute reply window.
 
 A result that cannot be reported, even after retries, is logged CRITICAL (naming
 the permission the role needs when access was denied) and counted in the
@@ -27,53 +18,19 @@ action when its reply window ends.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
+from typing import Any
 
 from cpworker.api import CodePipelineAPI, RetryPolicy, codepipeline_client, error_code
-from cpworker.app import ActionSpec, run_handler
-from cpworker.logs import LOGGER_NAME, JobLogger, RedactingFormatter, limit_sdk_loggers, logger
+from cpworker.logs import JobLogger
 from cpworker.model import JobEnvelope
-from cpworker.redact import SECRETS
-from cpworker.result import Failure, Result, outcome_of, resume
-from cpworker.sources.jobdata import JobContext, build_job, log_fields, secrets_of
-from cpworker.workspace import job_workspace
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools import Tracer
+from cpworker.result import Failure, Result, outcome_of
+from cpworker.sources.lambda_runtime import LambdaRuntime, Received
 
 EVENT_KEY = "CodePipeline.job"
 DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
-
-
-@dataclass(frozen=True)
-class LambdaSettings:
-    """How the Lambda runtime guards the job.
-
-    - ``timeout_margin_s`` (5 s; env ``CPWORKER_TIMEOUT_MARGIN_S``): the result is
-      reported this long before Lambda's timeout if the handler has not returned.
-    - ``workspace_root`` (``/tmp/cpworker``): job workspaces (Lambda's writable disk).
-    - ``report_attempts`` (4): tries of PutJob*Result on throttling and 5xx.
-    """
-
-    timeout_margin_s: float = field(
-        default_factory=lambda: float(os.environ.get("CPWORKER_TIMEOUT_MARGIN_S", "5"))
-    )
-    workspace_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "cpworker")
-    report_attempts: int = 4
 
 
 def envelope_from_event(event: Mapping[str, Any]) -> JobEnvelope:
@@ -94,94 +51,16 @@ def config_values(envelope: JobEnvelope) -> Mapping[str, Any]:
     return parameters if isinstance(parameters, dict) else configuration
 
 
-class LambdaRuntime:
+class InvokeRuntime(LambdaRuntime):
     """Runs one action's handler for one ``CodePipeline.job`` event and reports the result."""
 
-    def __init__(self, spec: ActionSpec, settings: LambdaSettings | None = None) -> None:
-        self.spec = spec
-        self.settings = settings or LambdaSettings()
-
-    def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, str]:
-        _configure_logging()
-        limit_sdk_loggers()
-        started = time.monotonic()
+    def receive(self, event: Mapping[str, Any]) -> Received:
         envelope = envelope_from_event(event)
-        values = config_values(envelope)
-        secrets = secrets_of(envelope, self.spec, values)
-        request_id = str(getattr(context, "aws_request_id", "") or "")
-        log = logger("cpworker.job", **log_fields(envelope), function_request_id=request_id)
-        log.info("job received")
-        _warn_about_abandoned(log)
-        with SECRETS.active(secrets), _traced(self.spec.name, envelope.id) as annotate:
-            result = self._run(envelope, values, secrets, context, log)
-            outcome = outcome_of(result)
-            reported = self._report(envelope.id, result, log)
-            annotate("outcome", outcome)
-        duration_ms = (time.monotonic() - started) * 1000
-        if reported:
-            log.info(
-                "result reported", extra={"outcome": outcome, "duration_s": duration_ms / 1000}
-            )
-        _emit_metrics(outcome, duration_ms, reported)
-        return {"jobId": envelope.id, "outcome": outcome}
+        return Received(envelope, config_values(envelope))
 
-    def _run(
-        self,
-        envelope: JobEnvelope,
-        values: Mapping[str, Any],
-        secrets: list[str],
-        context: Any,
-        log: JobLogger,
-    ) -> Result:
-        budget = _remaining_s(context) - self.settings.timeout_margin_s
-        stopping = threading.Event()
-        with ExitStack() as held:
-            # The handler's own hold on its secrets and workspace: an abandoned handler
-            # takes it over and lets go when its thread ends.
-            held.enter_context(SECRETS.active(secrets))
-            workspace = held.enter_context(job_workspace(self.settings.workspace_root, envelope.id))
-            job_context = JobContext(
-                workspace=workspace,
-                deadline_s=max(budget, 0.0),
-                log=log,
-                region=os.environ.get("AWS_REGION"),
-                stopping=stopping,
-            )
-            handler = _HandlerThread(
-                envelope.id,
-                log,
-                lambda: run_handler(
-                    self.spec,
-                    lambda: build_job(envelope, self.spec, job_context, values),
-                    log,
-                    secrets,
-                ),
-            )
-            result = handler.run(budget)
-            if result is None:
-                result = handler.abandon(held, (stopping, job_context.abandoned))
-            if result is None:
-                log.error(
-                    "handler still running at the timeout margin: the job is abandoned",
-                    extra={"budget_s": budget},
-                )
-                result = self._timed_out(envelope, budget)
-        return result
-
-    def _timed_out(self, envelope: JobEnvelope, budget: float) -> Result:
-        if self.spec.on_timeout == "continue":
-            return resume(
-                envelope.data.continuation_token,
-                summary=f"step cut off after {budget:.0f} s by the Lambda timeout; resuming",
-            )
-        margin = self.settings.timeout_margin_s
-        return Failure(
-            f"timed out after {budget:.0f} s, {margin:g} s before the Lambda timeout; "
-            "use a continuation for long work"
-        )
-
-    def _report(self, job_id: str, result: Result, log: JobLogger) -> bool:
+    def deliver(self, job_id: str, result: Result, log: JobLogger) -> tuple[dict[str, Any], bool]:
         """Report ``result``; False (logged CRITICAL, never raised) if that failed."""
+        answer = {"jobId": job_id, "outcome": outcome_of(result)}
         api = CodePipelineAPI(
             _client(os.environ.get("AWS_REGION")),
             RetryPolicy(attempts=self.settings.report_attempts, max_elapsed_s=20.0),
@@ -203,158 +82,11 @@ class LambdaRuntime:
                 f"could not report the result{hint}",
                 extra={"outcome": outcome_of(result), "error": code or type(exc).__name__},
             )
-            return False
-        return True
-
-
-# Container-wide on purpose: an abandoned handler's thread outlives its invocation.
-_abandoned: set[_HandlerThread] = set()
-_abandoned_lock = threading.Lock()
-
-
-class _HandlerThread:
-    """The handler's thread. Once abandoned, it owns the job's secrets and workspace
-    and releases them when it ends: not before, since it may still use both."""
-
-    def __init__(self, job_id: str, log: JobLogger, call: Callable[[], Result]) -> None:
-        self.job_id = job_id
-        self._log = log
-        self._call = call
-        self._lock = threading.Lock()
-        self._result: Result | None = None
-        self._ended = False
-        self._leftovers: ExitStack | None = None
-        self._thread = threading.Thread(
-            target=self._main, name=f"cpworker-handler-{job_id}", daemon=True
-        )
-
-    def run(self, budget_s: float) -> Result | None:
-        """Start the handler; its result, or ``None`` if it has not returned in ``budget_s``."""
-        self._thread.start()
-        self._thread.join(timeout=max(budget_s, 0.0))
-        with self._lock:
-            return self._result
-
-    def abandon(self, held: ExitStack, flags: tuple[threading.Event, ...]) -> Result | None:
-        """Give up on the handler, unless it has returned meanwhile (then its result).
-
-        ``flags`` are set (uploads raise ``JobAbandoned`` from then on) and what ``held``
-        holds is released when the thread ends instead of when the invocation does.
-        """
-        with self._lock:
-            if self._ended:
-                return self._result
-            for flag in flags:
-                flag.set()
-            self._leftovers = held.pop_all()
-            with _abandoned_lock:  # under self._lock: _main cannot discard it before
-                _abandoned.add(self)
-        return None
-
-    def _main(self) -> None:
-        result: Result | None = None
-        try:
-            result = self._call()
-        finally:
-            with self._lock:
-                self._ended, self._result = True, result
-                leftovers, self._leftovers = self._leftovers, None
-            if leftovers is not None:
-                self._log.warning(
-                    "an abandoned handler ended: its result is dropped, its workspace removed",
-                    extra={"outcome": outcome_of(result) if result is not None else None},
-                )
-                leftovers.close()
-                with _abandoned_lock:
-                    _abandoned.discard(self)
-
-
-def _warn_about_abandoned(log: JobLogger) -> None:
-    """One warning per abandoned handler still running in this container."""
-    with _abandoned_lock:
-        running = [handler.job_id for handler in _abandoned]
-    for job_id in running:
-        log.warning(
-            "a handler abandoned at an earlier timeout is still running in this container",
-            extra={"abandoned_job_id": job_id},
-        )
-
-
-def _remaining_s(context: Any) -> float:
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return remaining() / 1000 if callable(remaining) else 900.0
+            return answer, False
+        return answer, True
 
 
 @cache
 def _client(region: str | None) -> Any:
     """One CodePipeline client per container, in the function's own Region."""
     return codepipeline_client(region=region)
-
-
-@cache
-def _configure_logging() -> None:
-    """Powertools' Logger (JSON, masked) for cpworker's loggers, once per container.
-
-    Only inside Lambda: elsewhere (``cpworker invoke``, tests) the host's logging stays.
-    """
-    if "AWS_LAMBDA_FUNCTION_NAME" not in os.environ:
-        return
-    level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("CPWORKER_LOG_LEVEL") or "INFO"
-    power = Logger(
-        service=os.environ.get("POWERTOOLS_SERVICE_NAME", LOGGER_NAME),
-        level=level,
-        logger_formatter=RedactingFormatter(),
-    )
-    names = {
-        LOGGER_NAME,
-        "cpworker.job",
-        "cpworker.api",
-        "cpworker.artifacts",
-        "cpworker.workspace",
-    }
-    for name in names:
-        logging.getLogger(name)
-    copy_config_to_registered_loggers(source_logger=power, include=names)
-
-
-@cache
-def _tracer() -> Tracer | None:
-    """Powertools' Tracer when ``CPWORKER_TRACING=true`` (it needs aws-xray-sdk)."""
-    if os.environ.get("CPWORKER_TRACING", "").lower() != "true":
-        return None
-    from aws_lambda_powertools import Tracer
-
-    return Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", LOGGER_NAME))
-
-
-@contextmanager
-def _traced(action: str, job_id: str) -> Iterator[Callable[[str, str], None]]:
-    """An X-Ray subsegment ``## <action>`` around the job, annotated with its id and outcome."""
-    tracer = _tracer()
-    if tracer is None:
-        yield lambda _key, _value: None
-        return
-    with tracer.provider.in_subsegment(name=f"## {action}") as subsegment:
-        subsegment.put_annotation(key="job_id", value=job_id)
-        yield lambda key, value: subsegment.put_annotation(key=key, value=value)
-
-
-def _emit_metrics(outcome: str, duration_ms: float, reported: bool) -> None:
-    """EMF metrics of the job's outcome and duration, and ``ReportFailed`` when its result
-    could not be reported; only when POWERTOOLS_METRICS_NAMESPACE is set."""
-    if not os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
-        return
-    metrics = _metrics()
-    metrics.add_metric(name="Jobs", unit=MetricUnit.Count, value=1)
-    metrics.add_metadata(key="outcome", value=outcome)
-    kind = outcome.split(":")[0].capitalize()
-    metrics.add_metric(name=f"Job{kind}", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
-    if not reported:
-        metrics.add_metric(name="ReportFailed", unit=MetricUnit.Count, value=1)
-    metrics.flush_metrics()
-
-
-@cache
-def _metrics() -> Metrics:
-    return Metrics()

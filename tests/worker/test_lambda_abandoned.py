@@ -24,7 +24,7 @@ from cpworker.logs import SDK_LOGGERS
 from cpworker.redact import SECRETS
 from cpworker.sources import lambda_invoke
 from cpworker.sources.jobdata import JobAbandoned
-from cpworker.sources.lambda_invoke import LambdaSettings
+from cpworker.sources.lambda_runtime import LambdaSettings
 from cpworker.testing import zip_bytes
 
 PASSWORD = "abandoned-but-still-secret"
@@ -86,7 +86,7 @@ def jobs(
 
 def _invoke(
     app: ActionApp, name: str, event: dict[str, Any], timeout_s: float, root: Path
-) -> dict[str, str]:
+) -> dict[str, Any]:
     context = LambdaContext.start("fn", timeout_s, region=REGION, account_id="123456789012")
     settings = LambdaSettings(timeout_margin_s=1.0, workspace_root=root)
     return app.lambda_handler_for(name, settings)(event, context)
