@@ -128,6 +128,7 @@ def _faults(text: str) -> FaultSettings:
 def local(args: argparse.Namespace) -> int:
     import threading
 
+    from cpworker.local.declarations import load_definition
     from cpworker.local.engine import EngineSettings
     from cpworker.local.lambdas import parse_function_option, parse_functions_file
     from cpworker.local.server import LocalCodePipeline
@@ -152,10 +153,18 @@ def local(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cpworker local: {exc}", file=sys.stderr)
         return 2
+    declarations = []
+    for path in args.action_type:
+        try:
+            declarations.append(load_definition(path.read_text()))
+        except (OSError, ValueError) as exc:
+            print(f"cpworker local: --action-type {path}: {exc}", file=sys.stderr)
+            return 2
     stop = threading.Event()
     _on_signals(stop.set)
     settings = EngineSettings(**overrides)
-    with LocalCodePipeline(args.host, args.port, settings, functions, args.faults) as server:
+    options = (settings, functions, args.faults, declarations)
+    with LocalCodePipeline(args.host, args.port, *options) as server:
         print(f"cpworker local ready at {server.endpoint_url}", flush=True)
         stop.wait()
     return 0
@@ -293,6 +302,15 @@ def parser() -> argparse.ArgumentParser:
     )
     loc.add_argument(
         "--functions-file", type=Path, help='JSON {"Name": "ref" or {"handler", "timeout"}}'
+    )
+    loc.add_argument(
+        "--action-type",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="declare an action type with an executor: a definition file in the User Guide's"
+        ' format, {"actionType": {...}} (repeatable)',
     )
     loc.add_argument("--lambda-timeout", type=float, help="s before a function is stopped (900)")
     loc.add_argument(

@@ -1,8 +1,10 @@
-"""Action types known to the local CodePipeline: AWS built-ins and custom ones.
+"""Action types known to the local CodePipeline: AWS built-ins, custom ones, and ones
+declared with an executor (an action-type definition file, :mod:`cpworker.local.declarations`).
 
-Custom action types are keyed by (category, owner=Custom, provider, version). Deleting
-one only marks it deleted, as AWS does: polling it fails, and the same version can be
-restored by creating it again with an identical definition, but never redefined.
+Every type is keyed by (category, owner, provider, version). Deleting a custom one only
+marks it deleted, as AWS does: polling it fails, and the same version can be restored by
+creating it again with an identical definition, but never redefined. A declared type is
+replaced by UpdateActionType.
 """
 
 from __future__ import annotations
@@ -109,10 +111,17 @@ class ActionTypeRecord:
     definition: dict[str, Any]
     tags: list[dict[str, str]]
     deleted: bool = False
+    declaration: dict[str, Any] | None = None
+    """The ``ActionTypeDeclaration`` of a type declared with an executor (GetActionType)."""
 
     @property
     def key(self) -> ActionKey:
         return key_of(self.definition["id"])
+
+    @property
+    def executor(self) -> dict[str, Any] | None:
+        """The ``ActionTypeExecutor`` of a declared type: who runs its jobs."""
+        return None if self.declaration is None else dict(self.declaration["executor"])
 
     @property
     def properties(self) -> list[dict[str, Any]]:
@@ -171,6 +180,35 @@ class ActionTypeRegistry:
         self._types[record.key] = record
         return record
 
+    def declare(self, record: ActionTypeRecord, *, update: bool) -> None:
+        """Add a declared type, or replace one; only replace it when ``update`` (UpdateActionType).
+
+        Built-in and custom types cannot be declared over.
+        """
+        existing = self._types.get(record.key)
+        if existing is not None and existing.declaration is None:
+            raise ServiceError(
+                "ValidationException",
+                f"Action type {describe(record.key)} exists and was not declared with an "
+                "executor: it cannot be replaced",
+            )
+        if update and existing is None:
+            raise ServiceError(
+                "ActionTypeNotFoundException", f"Action type {describe(record.key)} not found"
+            )
+        self._types[record.key] = record
+
+    def declared(self, key: ActionKey) -> ActionTypeRecord:
+        """The declared type with this key (GetActionType)."""
+        record = self.find(key)
+        if record is None or record.declaration is None:
+            raise ServiceError(
+                "ActionTypeNotFoundException",
+                f"Action type {describe(key)} not found: cpworker local knows the action "
+                "types declared with an executor (cpworker local --action-type FILE)",
+            )
+        return record
+
     def delete(self, category: str, provider: str, version: str) -> None:
         """DeleteCustomActionType: mark the type deleted (unknown types are ignored)."""
         record = self._types.get((category, CUSTOM, provider, version))
@@ -189,29 +227,36 @@ class ActionTypeRegistry:
 
 def _custom_definition(params: Mapping[str, Any]) -> dict[str, Any]:
     """The ``ActionType`` structure of a CreateCustomActionType request, checked."""
-    properties = [dict(p) for p in params.get("configurationProperties", [])]
-    _check_properties(properties)
-    for direction in ("inputArtifactDetails", "outputArtifactDetails"):
-        details = params[direction]
-        if details["minimumCount"] > details["maximumCount"]:
-            raise ServiceError(
-                "ValidationException",
-                f"{direction}: minimumCount must not be greater than maximumCount",
-            )
-    settings = dict(params.get("settings", {}))
-    _check_templates(settings, properties)
-    return {
+    definition = {
         "id": {
             "category": params["category"],
             "owner": CUSTOM,
             "provider": params["provider"],
             "version": params["version"],
         },
-        "settings": settings,
-        "actionConfigurationProperties": properties,
+        "settings": dict(params.get("settings", {})),
+        "actionConfigurationProperties": [
+            dict(p) for p in params.get("configurationProperties", [])
+        ],
         "inputArtifactDetails": dict(params["inputArtifactDetails"]),
         "outputArtifactDetails": dict(params["outputArtifactDetails"]),
     }
+    check_definition(definition)
+    return definition
+
+
+def check_definition(definition: Mapping[str, Any]) -> None:
+    """The checks CodePipeline makes on how an ``ActionType``'s fields fit together."""
+    properties: list[dict[str, Any]] = definition["actionConfigurationProperties"]
+    _check_properties(properties)
+    for direction in ("inputArtifactDetails", "outputArtifactDetails"):
+        details = definition[direction]
+        if details["minimumCount"] > details["maximumCount"]:
+            raise ServiceError(
+                "ValidationException",
+                f"{direction}: minimumCount must not be greater than maximumCount",
+            )
+    _check_templates(definition["settings"], properties)
 
 
 def _check_properties(properties: list[dict[str, Any]]) -> None:

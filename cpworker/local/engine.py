@@ -2,9 +2,10 @@
 
 All state sits behind one lock. A background scheduler thread moves executions
 forward, runs the built-in S3 source action, queues jobs for custom actions, invokes
-the Lambda functions of Invoke actions (:mod:`cpworker.local.lambdas`), and applies
-the timers (continuation delay, job timeout, reply window). Whatever needs HTTP (S3, KMS,
-STS, served by moto on the same endpoint) runs outside the lock. The behaviour choices
+the Lambda functions of Invoke actions (:mod:`cpworker.local.lambdas`) and of action
+types with a Lambda executor (:mod:`cpworker.local.integration`), and applies the timers
+(continuation delay, job timeout, reply window). Whatever needs HTTP (S3, KMS, STS,
+served by moto on the same endpoint) runs outside the lock. The behaviour choices
 (execution modes, job states, timers) are listed in :mod:`cpworker.local`.
 """
 
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cpworker.local import views
+from cpworker.local import integration, views
 from cpworker.local.actiontypes import (
     CUSTOM,
     LAMBDA_INVOKE,
@@ -29,10 +32,11 @@ from cpworker.local.actiontypes import (
 )
 from cpworker.local.aws import AwsClients, SourceUnavailable
 from cpworker.local.credentials import CredentialExpiries
+from cpworker.local.declarations import LAMBDA, declared_type
 from cpworker.local.errors import ServiceError
 from cpworker.local.executions import IN_PROGRESS, SUPERSEDED, ActionRun, Execution
 from cpworker.local.jobs import Job, JobBoard
-from cpworker.local.lambdas import FunctionRegistry, FunctionSpec, Invocation, Invoker
+from cpworker.local.lambdas import FunctionRegistry, FunctionSpec, Invocation, Invoker, Returned
 from cpworker.local.pipelines import PipelineRecord, normalise, resolve_variables
 
 log = logging.getLogger("cpworker.local")
@@ -72,6 +76,11 @@ class EngineSettings:
                                                              after it was created fails its action
                                                              (CodePipeline's 20 minutes); each
                                                              continuation job has its own window
+    integration_job_timeout_s ``900.0``                      the longest a job of a Lambda executor
+                                                             may run (the integration model's 15
+                                                             minutes; a type's jobTimeout may set
+                                                             less): then its function is killed
+                                                             and the action fails (JobTimedOut)
     credential_ttl_s          ``None`` (never expire)        a job credential expires this long
                                                              after it was issued: S3 then refuses it
                                                              (ExpiredToken); GetJobDetails issues
@@ -94,6 +103,7 @@ class EngineSettings:
     lambda_timeout_s: float = 900.0
     lambda_init_timeout_s: float = 10.0
     lambda_reply_window_s: float = 1200.0
+    integration_job_timeout_s: float = 900.0
     credential_ttl_s: float | None = None
     tick_s: float = 0.2
     default_key_alias: str = "alias/cpworker-local-artifacts"
@@ -182,6 +192,26 @@ class Engine:
     def list_action_types(self, owner: str | None) -> list[dict[str, Any]]:
         with self._lock:
             return [r.definition for r in self._types if owner in (None, r.key[1])]
+
+    def register_action_type(self, declaration: Mapping[str, Any]) -> None:
+        """Declare an action type with an executor (a definition file's ``actionType``),
+        or replace it; a ServiceError (ValidationException) names what is wrong."""
+        record = declared_type(declaration)
+        with self._lock:
+            self._types.declare(record, update=False)
+
+    def update_action_type(self, declaration: Mapping[str, Any]) -> None:
+        """UpdateActionType: replace a declared type; later action executions use it."""
+        record = declared_type(declaration)
+        with self._lock:
+            self._types.declare(record, update=True)
+
+    def get_action_type(self, type_id: Mapping[str, str]) -> dict[str, Any]:
+        """GetActionType: the declaration of a declared type."""
+        with self._lock:
+            declaration = self._types.declared(key_of(type_id)).declaration
+            assert declaration is not None
+            return declaration
 
     # -- pipelines -------------------------------------------------------------------
 
@@ -485,6 +515,8 @@ class Engine:
                 self._queue_job(run, self._aws)
             elif run.action_type.key == LAMBDA_INVOKE:
                 self._invoke_function(run, self._aws)
+            elif (run.action_type.executor or {}).get("type") == LAMBDA:
+                self._invoke_executor(run, self._aws)
             else:
                 unsupported = f"cpworker local cannot run {describe(run.action_type.key)} actions"
                 self._fail_step(run, "ConfigurationError", unsupported)
@@ -580,3 +612,55 @@ class Engine:
             event = job.event(self.settings.account_id)
             init_timeout_s = self.settings.lambda_init_timeout_s
             self._invoker.invoke(Invocation(name, spec, event, timeout_s, init_timeout_s))
+
+    def _invoke_executor(self, run: ActionRun, aws: AwsClients) -> None:
+        """Invoke the function of the type's Lambda executor with the integration-model
+        event; its return value is the job's result (:mod:`cpworker.local.integration`)."""
+        executor = run.action_type.executor
+        assert executor is not None
+        arn = executor["configuration"]["lambdaExecutorConfiguration"]["lambdaFunctionArn"]
+        name = integration.function_name(arn)
+        spec = self.functions.get(name)
+        if spec is None:
+            self._fail_step(run, "ConfigurationError", self.functions.unknown(name))
+            return
+        job_id = str(uuid.uuid4())
+        data = self._job_data(run, aws, lambda_event=True)
+        event = integration.integration_event(job_id, self.settings.account_id, data, run.id)
+        job_timeout_s = min(
+            executor.get("jobTimeout", math.inf), self.settings.integration_job_timeout_s
+        )
+        timeout_s = min(spec.timeout(self.settings.lambda_timeout_s), job_timeout_s)
+        # Killed at the job timeout: the job timed out. At the function's own: it failed.
+        job_timed_out = f"the Lambda function {name} returned no result within the job timeout"
+        job_timed_out += f" of {job_timeout_s:g} s (job {job_id})"
+
+        def apply(_now: float) -> None:
+            run.due_at = None
+
+        def returned(outcome: Returned) -> None:
+            if outcome.timed_out and timeout_s == job_timeout_s:
+                self._fail_step(run, "JobTimedOut", job_timed_out)
+            elif outcome.error is not None:
+                failed = f"the Lambda function {name} failed: {outcome.error}"
+                self._fail_step(run, "JobFailed", failed)
+            else:
+                self._executor_returned(run, name, outcome.payload)
+            self._wake.set()
+
+        if self._finish_step(run, apply):
+            init_timeout_s = self.settings.lambda_init_timeout_s
+            self._invoker.invoke(
+                Invocation(name, spec, event, timeout_s, init_timeout_s, on_return=returned)
+            )
+
+    def _executor_returned(self, run: ActionRun, name: str, payload: Any) -> None:
+        """Apply the result a Lambda executor's function returned, or fail its action."""
+        try:
+            reply = integration.read_reply(payload)
+        except integration.InvalidReply as exc:
+            message = f"the Lambda function {name} returned an invalid result: {exc}"
+            self._fail_step(run, "JobFailed", message)
+            return
+        delay = self.settings.continuation_delay_s
+        self._finish_step(run, lambda now: integration.settle(run, reply, now, delay))

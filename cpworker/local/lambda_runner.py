@@ -5,8 +5,11 @@ own environment variables (as in Lambda) and can be killed at its timeout. The e
 comes as JSON on stdin, never in argv, because it carries artifact credentials.
 Per-invocation facts the Lambda runtime gets from its API (request id, invoked ARN)
 come as options; the function's own facts come from the ``AWS_LAMBDA_*`` variables, as
-in Lambda. The handler's return value is ignored: Invoke actions are asynchronous
-invocations, and the function reports through PutJob*Result.
+in Lambda. For an Invoke action (an asynchronous invocation) the handler's return value
+is ignored: the function reports through PutJob*Result. For an action type's Lambda
+executor (a synchronous one), ``--result-fd`` names a pipe that gets the return value as
+JSON, as Lambda returns it to its caller; nothing is written if the handler raises or
+returns a value JSON cannot carry.
 
 As in Lambda, the function's timeout counts from the handler call, not from process
 start: interpreter start-up and importing the handler's module are the init phase,
@@ -96,14 +99,18 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--started-fd", type=int, default=None, help="pipe told when the handler is called"
     )
+    parser.add_argument(
+        "--result-fd", type=int, default=None, help="pipe that gets the return value as JSON"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Read the event, load the handler (init), then call it; 1 if anything raised."""
     args = _arguments(argv)
-    if args.started_fd is not None:
-        os.set_inheritable(args.started_fd, False)  # the handler's children must not hold it
+    for fd in (args.started_fd, args.result_fd):
+        if fd is not None:
+            os.set_inheritable(fd, False)  # the handler's children must not hold it
     # Lambda's runtime gives the root logger a handler, so a handler's basicConfig()
     # is a no-op there too; WARNING is the root's default level in both.
     logging.basicConfig(format="[%(levelname)s]\t%(asctime)s\t%(message)s", stream=sys.stderr)
@@ -123,7 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.started_fd is not None:
             os.write(args.started_fd, STARTED)
             os.close(args.started_fd)
-        handler(event, context)
+        returned = handler(event, context)
+        if args.result_fd is not None:
+            payload = json.dumps(returned).encode()
+            with os.fdopen(args.result_fd, "wb") as result:
+                result.write(payload)
     except Exception as exc:  # noqa: BLE001 - whatever the handler raises ends this invocation
         # Lambda's form: the error type and message, then the stack; never the event.
         print(f"[ERROR] {type(exc).__name__}: {exc}", file=sys.stderr)

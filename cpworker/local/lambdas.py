@@ -3,8 +3,10 @@
 A function is a handler reference (see :mod:`cpworker.local.lambda_runner`) run as a
 subprocess per invocation, like Lambda's isolation: the server's environment minus
 every ``AWS_*`` variable (no real credential, profile or endpoint can leak in), plus
-what Lambda sets and what points boto3 at the local endpoint. Invocations are
-asynchronous, as CodePipeline's are; the job's outcome comes only from PutJob*Result.
+what Lambda sets and what points boto3 at the local endpoint. An Invoke action's
+invocation is asynchronous, as CodePipeline's is: the job's outcome comes only from
+PutJob*Result. An action type's Lambda executor is invoked synchronously: the handler's
+return value comes back (``Invocation.on_return``).
 The function's output goes to the ``cpworker.local`` logger at INFO, one record per
 line prefixed ``[FunctionName request-id]``; the event (which carries credentials) is
 never logged nor put in argv.
@@ -23,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -56,6 +58,7 @@ RESERVED = frozenset(
 )
 _DUMMY_CREDENTIAL = "cpworker-local"
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # Lambda's limit for a synchronous response
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,22 @@ class FunctionRegistry:
 
 
 @dataclass(frozen=True)
+class Returned:
+    """How a synchronous invocation ended: the handler's return value, or why there is none.
+
+    ``error`` says what went wrong, for a failure message ("it ..."); it never holds the
+    function's output, which may carry secrets. ``timed_out``: the handler ran out of its timeout.
+    """
+
+    payload: Any = None
+    error: str | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
 class Invocation:
-    """One asynchronous invocation of a function with one event.
+    """One invocation of a function with one event: asynchronous, or synchronous when
+    ``on_return`` is set (it is called once, with how the invocation ended).
 
     ``timeout_s`` counts from the handler call; ``init_timeout_s`` bounds what comes
     before it (interpreter start-up, importing the handler's module), as Lambda's init
@@ -160,6 +177,17 @@ class Invocation:
     timeout_s: float
     init_timeout_s: float = INIT_TIMEOUT_S
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    on_return: Callable[[Returned], None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """How a function's process ended: its exit status, the handler's duration (None if
+    it was never called) and, if it was killed at a time limit, the log line saying so."""
+
+    status: int
+    duration_s: float | None
+    killed: str | None = None
 
 
 class Invoker:
@@ -219,14 +247,30 @@ class Invoker:
         return env
 
     def _run(self, invocation: Invocation) -> None:
+        """Run the invocation; a synchronous one hears how it ended, whatever happens."""
+        returned = Returned(error="cpworker local could not run it")
+        try:
+            returned = self._call(invocation)
+        except Exception:
+            log.exception("[%s] the invocation failed", invocation.function_name)
+        finally:
+            if invocation.on_return is not None:
+                invocation.on_return(returned)
+
+    def _call(self, invocation: Invocation) -> Returned:
         prefix = f"[{invocation.function_name} {invocation.request_id}]"
         arn = function_arn(self._region, self._account_id, invocation.function_name)
         started_read, started_write = os.pipe()
+        result_read, result_write = os.pipe()
         command = [
             *(sys.executable, "-u", "-m", "cpworker.local.lambda_runner"),
             *(invocation.spec.handler, "--request-id", invocation.request_id),
             *("--function-arn", arn, "--started-fd", str(started_write)),
         ]
+        passed = [started_write]
+        if invocation.on_return is not None:
+            command += ["--result-fd", str(result_write)]
+            passed.append(result_write)
         log.info("%s START Version: %s", prefix, LATEST)
         init_began = time.monotonic()
         try:
@@ -236,41 +280,43 @@ class Invoker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=self.environment(invocation),
-                pass_fds=(started_write,),
+                pass_fds=passed,
                 start_new_session=True,  # its own process group: a timeout kills its children
             )
         except OSError as exc:
             os.close(started_read)
+            os.close(result_read)
             log.error("%s could not start the function: %s", prefix, exc)
-            return
+            return Returned(error=f"it could not start ({type(exc).__name__})")
         finally:
             os.close(started_write)
+            os.close(result_write)
         with self._lock:
             self._running.add(process)
         assert process.stdin is not None
         assert process.stdout is not None
         reader = threading.Thread(target=_relay, args=(process.stdout, prefix), daemon=True)
         reader.start()
+        response = _Response(result_read)
         try:
             process.stdin.write(json.dumps(invocation.event).encode())
             process.stdin.close()
         except OSError:
             pass  # the function exited before reading its event; its output says why
         try:
-            status, duration_s = self._supervise(
-                process, started_read, init_began, invocation, prefix
-            )
+            ended = self._supervise(process, started_read, init_began, invocation, prefix)
         finally:
             os.close(started_read)
             with self._lock:
                 self._running.discard(process)
         reader.join(timeout=5)
-        if status > 0:
-            log.warning("%s the function exited with status %d", prefix, status)
-        if duration_s is None:
+        if ended.status > 0:
+            log.warning("%s the function exited with status %d", prefix, ended.status)
+        if ended.duration_s is None:
             log.info("%s END (the handler was never called)", prefix)
         else:
-            log.info("%s END Duration: %.0f ms", prefix, duration_s * 1000)
+            log.info("%s END Duration: %.0f ms", prefix, ended.duration_s * 1000)
+        return response.returned(ended)
 
     @staticmethod
     def _supervise(
@@ -279,30 +325,69 @@ class Invoker:
         init_began: float,
         invocation: Invocation,
         prefix: str,
-    ) -> tuple[int, float | None]:
+    ) -> _Ended:
         """Wait for the process: init within ``init_timeout_s``, then the handler within
-        ``timeout_s`` of its call. Returns the exit status and the handler's duration
-        (None if it was never called)."""
+        ``timeout_s`` of its call."""
         init_left = invocation.init_timeout_s - (time.monotonic() - init_began)
         ready, _, _ = select.select([started], [], [], max(init_left, 0.0))
         if ready and os.read(started, len(STARTED)) == STARTED:
             handler_began = time.monotonic()
             log.info("%s Init Duration: %.0f ms", prefix, (handler_began - init_began) * 1000)
+            killed = None
             try:
                 status = process.wait(invocation.timeout_s)
             except subprocess.TimeoutExpired:
                 status = _kill(process)
-                log.warning("%s Task timed out after %.2f seconds", prefix, invocation.timeout_s)
-            return status, time.monotonic() - handler_began
+                killed = f"Task timed out after {invocation.timeout_s:.2f} seconds"
+                log.warning("%s %s", prefix, killed)
+            return _Ended(status, time.monotonic() - handler_began, killed)
         # The pipe closed without a word (init failed, the process is ending) or init is
         # still running at its limit.
         left = invocation.init_timeout_s - (time.monotonic() - init_began)
         try:
-            return process.wait(max(left, 0.0)), None
+            return _Ended(process.wait(max(left, 0.0)), None)
         except subprocess.TimeoutExpired:
             status = _kill(process)
-            log.warning("%s Init timed out after %.2f seconds", prefix, invocation.init_timeout_s)
-            return status, None
+            killed = f"Init timed out after {invocation.init_timeout_s:.2f} seconds"
+            log.warning("%s %s", prefix, killed)
+            return _Ended(status, None, killed)
+
+
+class _Response:
+    """Collects what a synchronous invocation's handler returned, from its pipe, in a
+    thread of its own: a reply bigger than the pipe's buffer must not block the function."""
+
+    def __init__(self, fd: int) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._thread = threading.Thread(target=self._collect, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def _collect(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                self._size += len(chunk)
+                if self._size <= MAX_RESPONSE_BYTES:
+                    self._chunks.append(chunk)
+
+    def returned(self, ended: _Ended) -> Returned:
+        """The handler's return value, or why there is none."""
+        self._thread.join(timeout=5)
+        if ended.killed is not None:
+            return Returned(error=ended.killed, timed_out=ended.duration_s is not None)
+        if ended.status < 0:
+            return Returned(error=f"its process was killed by signal {-ended.status}")
+        if ended.status > 0:
+            return Returned(
+                error="it raised an error or returned a value JSON cannot carry "
+                "(its log says which)"
+            )
+        if self._size > MAX_RESPONSE_BYTES:
+            return Returned(error=f"it returned more than {MAX_RESPONSE_BYTES} bytes")
+        try:
+            return Returned(payload=json.loads(b"".join(self._chunks)))
+        except ValueError:
+            return Returned(error="its return value is not JSON")
 
 
 def _relay(stream: IO[bytes], prefix: str) -> None:

@@ -31,6 +31,8 @@ class Operations:
             "CreateCustomActionType": self._create_custom_action_type,
             "DeleteCustomActionType": self._delete_custom_action_type,
             "ListActionTypes": self._list_action_types,
+            "GetActionType": self._get_action_type,
+            "UpdateActionType": self._update_action_type,
             "CreatePipeline": self._create_pipeline,
             "GetPipeline": self._get_pipeline,
             "UpdatePipeline": self._update_pipeline,
@@ -81,6 +83,13 @@ class Operations:
     def _list_action_types(self, params: Params) -> Answer:
         types = self.engine.list_action_types(params.get("actionOwnerFilter"))
         return self._page("ListActionTypes", types, params, "actionTypes")
+
+    def _get_action_type(self, params: Params) -> Answer:
+        return {"actionType": self.engine.get_action_type(params)}
+
+    def _update_action_type(self, params: Params) -> Answer:
+        self.engine.update_action_type(params["actionType"])
+        return {}
 
     # -- pipelines -------------------------------------------------------------------
 

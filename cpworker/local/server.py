@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from moto.moto_server.werkzeug_app import (
@@ -211,6 +211,8 @@ class LocalCodePipeline:
     ``port=0`` picks a free port (tests); ``endpoint_url`` tells where it is.
     ``functions`` maps the FunctionName of Invoke actions to handlers (``module:attr``,
     ``path/file.py:attr`` or a FunctionSpec); ``engine.register_function`` adds more.
+    ``action_types`` are declared action types (the ``actionType`` of a definition file,
+    :mod:`cpworker.local.declarations`); ``engine.register_action_type`` adds more.
     ``faults`` injects faults from the start; ``set_faults`` changes them later.
     """
 
@@ -221,9 +223,12 @@ class LocalCodePipeline:
         settings: EngineSettings | None = None,
         functions: Mapping[str, str | FunctionSpec] | None = None,
         faults: FaultSettings | None = None,
+        action_types: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         address = loopback_address(host)
         self.engine = Engine(settings or EngineSettings(), functions)
+        for declaration in action_types:
+            self.engine.register_action_type(declaration)
         self.app = LocalApp(Operations(self.engine), faults)
         self._server: BaseWSGIServer = make_server(
             address, port, self.app, threaded=True, request_handler=QuietRequestHandler
