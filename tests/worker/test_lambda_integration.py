@@ -1,0 +1,171 @@
+"""The same handlers as Lambda executors of partner action types (the Lambda integration
+model) in the local CodePipeline: the function runs in its own process, as in Lambda, is
+invoked with the ``jobId``/``data`` event and returns its result."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import APPS_DIR, Run
+from cpw_test_apps import app as test_app
+
+from cpworker.app import ActionSpec
+from cpworker.local.server import LocalCodePipeline
+from cpworker.testing import custom_action, zip_bytes
+from handlers.build import app as build_app
+
+APPS = APPS_DIR / "cpw_test_apps.py"
+PROJECT = {
+    "build.sh": "mkdir -p dist && wc -w < words.txt > dist/count.txt && echo built\n",
+    "words.txt": "one two three\n",
+}
+Executor = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def executor(local: LocalCodePipeline, function: Callable[..., str]) -> Executor:
+    """Factory: the app action ``spec`` declared as a ThirdParty type (its definition file,
+    with a provider of its own) whose Lambda executor is the function ``ref``; returns a
+    pipeline action of that type."""
+
+    def make(
+        spec: ActionSpec,
+        ref: str,
+        configuration: dict[str, str],
+        outputs: tuple[str, ...] = (),
+        **function_options: Any,
+    ) -> dict[str, Any]:
+        name = function(ref, **function_options)
+        definition = spec.action_type_definition(
+            f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        )
+        declared = definition["actionType"]
+        declared["id"]["provider"] = f"{spec.type_id.provider[:20]}-{uuid.uuid4().hex[:8]}"
+        local.engine.register_action_type(declared)
+        action = custom_action("Act", provider="-", configuration=configuration, outputs=outputs)
+        action["actionTypeId"] = declared["id"]
+        return action
+
+    return make
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def test_the_build_handler_continues_then_uploads_its_output_with_the_jobs_key(
+    start_pipeline: Callable[..., Run],
+    executor: Executor,
+    aws: Callable[..., Any],
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    # Given the example build action as a Lambda executor, and an artifact store with a key
+    key_id = aws("kms").create_key()["KeyMetadata"]["KeyId"]
+    configuration = {"ProjectName": "demo", "Command": "sh build.sh", "OutputDirectory": "dist"}
+    action = executor(
+        build_app["build"], "handlers.build:handler", configuration, outputs=("BuildOutput",)
+    )
+
+    # When the pipeline runs it
+    run = start_pipeline(
+        "integration", source=zip_bytes(PROJECT), action=action, encryption_key_id=key_id
+    )
+    assert run.wait(timeout_s=60)["status"] == "Succeeded"
+
+    # Then it took two invocations (the first only named the run), and the second
+    # uploaded the output under the pipeline's key and returned the output variables
+    starts = re.findall(r"\[(fn-\w+) ([0-9a-f-]{36})\] START", logs.text)
+    assert len({request for _, request in starts}) == 2
+    output = run.action_output()
+    variables = output["outputVariables"]
+    assert set(variables) == {"RunId", "DurationSeconds", "SourceRevision"}
+    assert variables["RunId"].startswith("demo-")
+    assert run.action_state()["externalExecutionId"] == variables["RunId"]
+    assert output["executionResult"]["externalExecutionSummary"].startswith(
+        f"build {variables['RunId']} succeeded in"
+    )
+    location = output["outputArtifacts"][0]["s3location"]
+    stored = aws("s3").get_object(Bucket=location["bucket"], Key=location["key"])
+    assert stored["ServerSideEncryption"] == "aws:kms"
+    assert stored["SSEKMSKeyId"].endswith(key_id)
+    assert zipfile.ZipFile(io.BytesIO(stored["Body"].read())).namelist() == ["count.txt"]
+
+
+def test_a_typed_failure_fails_the_action_with_its_type(
+    start_pipeline: Callable[..., Run], executor: Executor
+) -> None:
+    configuration = {"ProjectName": "demo", "Command": "true", "OutputDirectory": "../../etc"}
+    action = executor(build_app["build"], "handlers.build:handler", configuration)
+
+    run = start_pipeline("integration", source=zip_bytes(PROJECT), action=action)
+
+    assert run.wait(timeout_s=60)["status"] == "Failed"
+    assert run.action_state()["errorDetails"] == {
+        "code": "ConfigurationError",
+        "message": "OutputDirectory must stay inside the source artifact",
+    }
+
+
+def test_a_handler_past_its_timeout_margin_fails_the_action_promptly(
+    start_pipeline: Callable[..., Run], executor: Executor
+) -> None:
+    action = executor(
+        test_app["sleep"],
+        f"{APPS}:sleep_lambda",
+        {"Seconds": "60"},
+        timeout_s=4,
+        environment={"CPWORKER_TIMEOUT_MARGIN_S": "1"},
+    )
+    started = time.monotonic()
+
+    run = start_pipeline("integration", action=action)
+
+    assert run.wait(timeout_s=30)["status"] == "Failed"
+    assert time.monotonic() - started < 15, "answered by the trap, not killed at the timeout"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert re.fullmatch(
+        r"timed out after \d s, 1 s before the Lambda timeout; use a continuation for long work",
+        error["message"],
+    ), error["message"]
+
+
+def test_no_credential_nor_secret_value_reaches_a_log_or_the_pipeline(
+    start_pipeline: Callable[..., Run],
+    executor: Executor,
+    spy_dir: Path,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    # Given a careless handler that logs its secrets and fails with them in the message
+    password = "correct-horse-battery-staple"
+    action = executor(
+        test_app["leaky"],
+        f"{APPS}:leaky_lambda",
+        {"Target": "db.internal", "Password": password},
+        environment={"CPW_TEST_SPY_DIR": str(spy_dir)},
+    )
+
+    # When the pipeline runs it through the integration model
+    run = start_pipeline("integration", action=action)
+    assert run.wait(timeout_s=30)["status"] == "Failed"
+
+    # Then the pipeline and every captured log line show masks instead
+    message = run.action_state()["errorDetails"]["message"]
+    assert message.startswith("RuntimeError: login to db.internal with ****")
+    secrets = (spy_dir / "secrets").read_text().split()
+    assert len(secrets) == 4, "the password and the three action credentials"
+    assert "logging in to db.internal with ****" in logs.text, "the function's logs are captured"
+    for secret in secrets:
+        assert secret not in logs.text
+        assert secret not in message
