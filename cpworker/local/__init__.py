@@ -8,13 +8,15 @@ Modules::
     ops.py          the operation table: validate, dispatch, paginate
     validation.py   request checks read from botocore's own service model
     engine.py       EngineSettings, Engine: state, lock, scheduler thread
-    actiontypes.py  built-in and custom action types
+    actiontypes.py  built-in, custom and declared action types
+    declarations.py action-type definition files (an ``actionType`` with an executor)
     pipelines.py    structural checks of pipeline declarations
     executions.py   pipeline and action executions, stage/runOrder progression
     jobs.py         the job state machine (custom-action and Lambda jobs)
     lambdas.py      FunctionName -> handler registry; invocations as subprocesses
     lambda_runner.py  ``python -m cpworker.local.lambda_runner REF``: one invocation
     lambda_context.py the Lambda-like ``context`` (shared with ``cpworker invoke``)
+    integration.py  Lambda executors: the integration-model event, reading the reply
     private.py      ``CpworkerLocal.*`` operations: standalone Lambda jobs, result counts
     aws.py          the engine's S3/KMS/STS calls (to moto, on the same endpoint)
     views.py        answers in botocore's output shapes
@@ -52,8 +54,8 @@ timings are :class:`~cpworker.local.engine.EngineSettings` fields):
   or they enter oldest first (QUEUED); PARALLEL executions never wait.
 * In a stage, a failed action fails the stage once the other actions of its runOrder
   group have finished; later groups do not run.
-* The S3 source (Source/AWS/S3/1), custom actions and Lambda invoke actions
-  (Invoke/AWS/Lambda/1) run.
+* The S3 source (Source/AWS/S3/1), custom actions, Lambda invoke actions
+  (Invoke/AWS/Lambda/1) and actions of types with a Lambda executor run.
 * Lambda invoke actions: FunctionName maps to a handler (``module:attr`` or
   ``path/file.py:attr``; ``LocalCodePipeline(functions=...)``,
   ``engine.register_function``, ``cpworker local --function``/``--functions-file``).
@@ -86,6 +88,23 @@ timings are :class:`~cpworker.local.engine.EngineSettings` fields):
   "result": {"type": success|continuation|failure, ...the members reported},
   "nextJobId"}``. A continuation creates the follow-up job at once, with the same
   data plus the token. They time out after the reply window too.
+* Action types with an executor are declared with a definition file (``{"actionType":
+  ActionTypeDeclaration}``; ``cpworker local --action-type``, ``LocalCodePipeline(
+  action_types=...)``, ``engine.register_action_type``), checked as UpdateActionType
+  checks them (a Lambda ``jobTimeout`` of at most 900 s). GetActionType answers only
+  declared types; UpdateActionType replaces one (ActionTypeNotFoundException for any
+  other); built-in and custom types cannot be declared over.
+* An action of a type with a ``Lambda`` executor invokes the function that the
+  ``lambdaFunctionArn`` names (``...:function:NAME`` → FunctionName NAME), synchronously,
+  in its own process, with ``{jobId, accountId, data: {actionConfiguration (flat),
+  encryptionKey, inputArtifacts, outputArtifacts, actionExecutionId, actionCredentials,
+  continuationToken?}}``, and reads its return value case-insensitively (see
+  :mod:`cpworker.local.integration`). An invalid reply fails the action (JobFailed,
+  naming the problem), as does a function that raises or dies; a Continue invokes it
+  again, with a new jobId and the State as continuationToken, ``continuation_delay_s``
+  later; a function still running ``integration_job_timeout_s`` (900 s) or the type's
+  ``jobTimeout`` after its call is killed and the action fails (JobTimedOut). These jobs
+  are not in the job APIs.
 * Variables ``#{variables.name}`` and ``#{Namespace.Name}`` resolve in action
   configuration; an unresolved one fails the action with ConfigurationError.
 * Secret configuration values are in job data, masked as ``****`` in
