@@ -182,7 +182,7 @@ def test_the_function_gets_the_integration_event_and_returns_the_result(
     # When a pipeline runs an action of that type
     configuration = {"Host": "db.internal", "Password": "hunter2-but-longer"}
     name, execution_id = lab.pipeline([partner_action(declared, configuration)])
-    assert lab.wait(name, execution_id)["status"] == "Succeeded"
+    assert lab.wait(name, execution_id, timeout_s=60)["status"] == "Succeeded"
 
     # Then the function got the integration-model event: a flat configuration, the
     # action execution id and credentials, no action type nor pipeline context
@@ -220,7 +220,7 @@ def test_the_result_is_read_case_insensitively(
     }
     name, execution_id = _run_reply(lab, declared, reply)
 
-    assert lab.wait(name, execution_id)["status"] == "Succeeded"
+    assert lab.wait(name, execution_id, timeout_s=60)["status"] == "Succeeded"
 
     output = lab.action_executions(name, execution_id)["Act"]["output"]
     assert output["outputVariables"] == {"Answer": "42"}
@@ -241,7 +241,7 @@ def test_a_fail_with_a_failure_type_fails_the_action_with_it(
     }
     name, execution_id = _run_reply(lab, declared, reply)
 
-    assert lab.wait(name, execution_id)["status"] == "Failed"
+    assert lab.wait(name, execution_id, timeout_s=60)["status"] == "Failed"
 
     state = lab.action_state(name, "Act")
     assert state["errorDetails"] == {"code": "PermissionError", "message": "no access to the stack"}
@@ -295,7 +295,7 @@ def test_an_invalid_result_fails_the_action_naming_the_problem(
     fn = function("reply")
     name, execution_id = _run_reply(lab, declare(fn), reply)
 
-    assert lab.wait(name, execution_id)["status"] == "Failed"
+    assert lab.wait(name, execution_id, timeout_s=60)["status"] == "Failed"
 
     assert lab.action_state(name, "Act")["errorDetails"] == {
         "code": "JobFailed",
@@ -316,7 +316,7 @@ def test_a_continue_invokes_the_function_again_with_the_state(
 
     # When the function continues twice, then succeeds
     name, execution_id = lab.pipeline([partner_action(declared, {})])
-    assert lab.wait(name, execution_id)["status"] == "Succeeded"
+    assert lab.wait(name, execution_id, timeout_s=60)["status"] == "Succeeded"
 
     # Then it ran three jobs, each given the state the previous one returned
     jobs = lab.action_executions(name, execution_id)["Act"]["output"]["outputVariables"]["Jobs"]
@@ -336,8 +336,8 @@ def test_a_function_that_raises_or_outlives_the_job_timeout_fails_the_action(
     crashed = lab.pipeline([partner_action(declare(crashing, properties=[]), {})], suffix="c")
     slept = lab.pipeline([partner_action(declare(sleeping, properties=[]), {})], suffix="s")
 
-    assert lab.wait(*crashed)["status"] == "Failed"
-    assert lab.wait(*slept, timeout_s=30)["status"] == "Failed"
+    assert lab.wait(*crashed, timeout_s=60)["status"] == "Failed"
+    assert lab.wait(*slept, timeout_s=60)["status"] == "Failed"
 
     assert lab.action_state(crashed[0], "Act")["errorDetails"] == {
         "code": "JobFailed",
@@ -357,7 +357,7 @@ def test_an_unmapped_function_fails_the_action_at_once(
 ) -> None:
     name, execution_id = lab.pipeline([partner_action(declare("nobody", properties=[]), {})])
 
-    assert lab.wait(name, execution_id)["status"] == "Failed"
+    assert lab.wait(name, execution_id, timeout_s=60)["status"] == "Failed"
 
     error = lab.action_state(name, "Act")["errorDetails"]
     assert error["code"] == "ConfigurationError"
