@@ -13,6 +13,7 @@ Modules::
     pipelines.py    structural checks of pipeline declarations
     executions.py   pipeline and action executions, stage/runOrder progression
     jobs.py         the job state machine (custom-action and Lambda jobs)
+    thirdparty.py   third-party jobs: client id and token per action, the five operations
     lambdas.py      FunctionName -> handler registry; invocations as subprocesses
     lambda_runner.py  ``python -m cpworker.local.lambda_runner REF``: one invocation
     lambda_context.py the Lambda-like ``context`` (shared with ``cpworker invoke``)
@@ -88,6 +89,15 @@ timings are :class:`~cpworker.local.engine.EngineSettings` fields):
   "result": {"type": success|continuation|failure, ...the members reported},
   "nextJobId"}``. A continuation creates the follow-up job at once, with the same
   data plus the token. They time out after the reply window too.
+* Third-party action types (owner ThirdParty, declared with a ``JobWorker`` executor)
+  queue jobs as custom ones do, on a board of their own: PollForThirdPartyJobs answers
+  ``{clientId, jobId}`` only, GetThirdPartyJobDetails the data (fresh credentials; no
+  accountId, no pipelineArn nor pipelineExecutionId) and the nonce, and every operation
+  but the poll needs the client token of the job's pipeline action
+  (InvalidClientTokenException otherwise). Each such action has its own client id and
+  token, made on first use; ``engine.third_party_client`` and
+  ``CpworkerLocal.ThirdPartyClient`` read or replace them. The custom-action job APIs do
+  not know third-party job ids, nor the third-party APIs custom ones (JobNotFound).
 * Action types with an executor are declared with a definition file (``{"actionType":
   ActionTypeDeclaration}``; ``cpworker local --action-type``, ``LocalCodePipeline(
   action_types=...)``, ``engine.register_action_type``), checked as UpdateActionType

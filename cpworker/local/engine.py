@@ -26,6 +26,7 @@ from cpworker.local.actiontypes import (
     CUSTOM,
     LAMBDA_INVOKE,
     S3_SOURCE,
+    ActionTypeRecord,
     ActionTypeRegistry,
     describe,
     key_of,
@@ -38,6 +39,7 @@ from cpworker.local.executions import IN_PROGRESS, SUPERSEDED, ActionRun, Execut
 from cpworker.local.jobs import Job, JobBoard
 from cpworker.local.lambdas import FunctionRegistry, FunctionSpec, Invocation, Invoker, Returned
 from cpworker.local.pipelines import PipelineRecord, normalise, resolve_variables
+from cpworker.local.thirdparty import THIRD_PARTY, ClientPair, ThirdPartyJobs
 
 log = logging.getLogger("cpworker.local")
 
@@ -129,6 +131,7 @@ class Engine:
         self._executions: dict[str, Execution] = {}
         self._request_tokens: dict[tuple[str, str], str] = {}
         self._jobs = JobBoard()
+        self._third_party = ThirdPartyJobs()
         self.expiries = CredentialExpiries()
         """Expiry of each job credential issued with a ``credential_ttl_s`` (the server's)."""
 
@@ -259,9 +262,10 @@ class Engine:
             self._pipelines.pop(name, None)
             for ex in [ex for ex in self._executions.values() if ex.pipeline == name]:
                 del self._executions[ex.id]
-            for job in self._jobs:
-                if job.run is not None and job.run.execution.pipeline == name:
-                    self._jobs.discard(job)
+            for board in (self._jobs, self._third_party.board):
+                for job in board:
+                    if job.run is not None and job.run.execution.pipeline == name:
+                        board.discard(job)
 
     def list_pipelines(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -348,17 +352,8 @@ class Engine:
         self, type_id: Mapping[str, str], batch: int, query: Mapping[str, str]
     ) -> list[dict[str, Any]]:
         """Dispatch waiting jobs of a custom action type, with nonces and secrets."""
-        key = key_of(type_id)
-        if key[1] != CUSTOM:
-            raise ServiceError(
-                "ValidationException", "PollForJobs is valid only for action types owned by Custom"
-            )
         with self._lock:
-            record = self._types.find(key)
-            if record is None:
-                raise ServiceError(
-                    "ActionTypeNotFoundException", f"Action type {describe(key)} not found"
-                )
+            record = self._polled_type(type_id, CUSTOM, "PollForJobs")
             jobs = self._jobs.poll(
                 record, batch, query, time.time(), self.settings.redispatch_after_s
             )
@@ -366,6 +361,23 @@ class Engine:
             self._renew_credentials(jobs)  # the TTL runs from the dispatch, as a worker expects
         with self._lock:
             return [job.wire(self.settings.account_id, nonce=True) for job in jobs]
+
+    def _polled_type(
+        self, type_id: Mapping[str, str], owner: str, operation: str
+    ) -> ActionTypeRecord:
+        """The action type a poll names: it must exist and have ``owner``."""
+        key = key_of(type_id)
+        if key[1] != owner:
+            raise ServiceError(
+                "ValidationException",
+                f"{operation} is valid only for action types owned by {owner}",
+            )
+        record = self._types.find(key)
+        if record is None:
+            raise ServiceError(
+                "ActionTypeNotFoundException", f"Action type {describe(key)} not found"
+            )
+        return record
 
     def acknowledge_job(self, job_id: str, nonce: str) -> str:
         with self._lock:
@@ -410,6 +422,53 @@ class Engine:
             self._jobs.fail(params, time.time())
         self._wake.set()
 
+    # -- third-party jobs (cpworker.local.thirdparty) ---------------------------------
+
+    def third_party_client(
+        self,
+        pipeline: str,
+        stage: str,
+        action: str,
+        *,
+        client_id: str | None = None,
+        client_token: str | None = None,
+    ) -> ClientPair:
+        """The client id and token of a pipeline action of a third-party type (made on
+        first use, even before the pipeline exists); the given parts replace them."""
+        with self._lock:
+            return self._third_party.client((pipeline, stage, action), client_id, client_token)
+
+    def poll_for_third_party_jobs(
+        self, type_id: Mapping[str, str], batch: int
+    ) -> list[dict[str, str]]:
+        with self._lock:
+            record = self._polled_type(type_id, THIRD_PARTY, "PollForThirdPartyJobs")
+            return self._third_party.poll(
+                record, batch, time.time(), self.settings.redispatch_after_s
+            )
+
+    def get_third_party_job_details(self, job_id: str, client_token: str) -> dict[str, Any]:
+        """The job's details with fresh artifact credentials and its nonce."""
+        with self._lock:
+            job = self._third_party.authorised(job_id, client_token)
+        self._renew_credentials([job])
+        with self._lock:
+            return self._third_party.details(job)
+
+    def acknowledge_third_party_job(self, job_id: str, nonce: str, client_token: str) -> str:
+        with self._lock:
+            return self._third_party.acknowledge(job_id, nonce, client_token)
+
+    def put_third_party_job_success_result(self, params: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._third_party.succeed(params, time.time(), self.settings.continuation_delay_s)
+        self._wake.set()
+
+    def put_third_party_job_failure_result(self, params: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._third_party.fail(params, time.time())
+        self._wake.set()
+
     def create_lambda_job(self, data: Mapping[str, Any], job_id: str | None) -> dict[str, Any]:
         """A standalone Lambda job (``cpworker invoke``): fresh credentials, the default key."""
         assert self._aws is not None
@@ -433,7 +492,7 @@ class Engine:
         with self._lock:
             jobs = [
                 job
-                for job in self._jobs
+                for job in (*self._jobs, *self._third_party.board)
                 if pipeline is None
                 or (job.run is not None and job.run.execution.pipeline == pipeline)
             ]
@@ -452,7 +511,8 @@ class Engine:
         """One scheduler pass: timers, execution progress, then the I/O of due actions."""
         with self._lock:
             now = time.time()
-            self._jobs.expire(now, self.settings.job_timeout_s, self.settings.lambda_reply_window_s)
+            for board in (self._jobs, self._third_party.board):
+                board.expire(now, self.settings.job_timeout_s, self.settings.lambda_reply_window_s)
             for name in self._pipelines:
                 self._advance(name, now)
             due = self._claim_due_runs(now)
@@ -517,6 +577,8 @@ class Engine:
                 self._invoke_function(run, self._aws)
             elif (run.action_type.executor or {}).get("type") == LAMBDA:
                 self._invoke_executor(run, self._aws)
+            elif run.action_type.key[1] == THIRD_PARTY:
+                self._queue_job(run, self._aws)
             else:
                 unsupported = f"cpworker local cannot run {describe(run.action_type.key)} actions"
                 self._fail_step(run, "ConfigurationError", unsupported)
@@ -588,9 +650,12 @@ class Engine:
     def _queue_job(self, run: ActionRun, aws: AwsClients) -> None:
         data = self._job_data(run, aws, lambda_event=False)
 
+        third_party = run.action_type.key[1] == THIRD_PARTY
+        board = self._third_party.board if third_party else self._jobs
+
         def apply(now: float) -> None:
             run.due_at = None
-            self._jobs.add(Job(run=run, data=data, created=now))
+            board.add(Job(run=run, data=data, created=now))
 
         self._finish_step(run, apply)
 

@@ -149,11 +149,20 @@ class JobBoard:
             job.status = JOB_IN_PROGRESS
         return job.status
 
-    def _report(self, operation: str, job_id: str, apply: Callable[[Job], None]) -> None:
-        """Apply a result request to its job, if InProgress; tally it either way."""
+    def _report(
+        self,
+        operation: str,
+        job_id: str,
+        apply: Callable[[Job], None],
+        guard: Callable[[Job], None] | None = None,
+    ) -> None:
+        """Apply a result request to its job, if ``guard`` lets it (a third-party job's
+        client token) and the job is InProgress; tally it either way."""
         job = self.get(job_id)
         job.tally.received[operation] += 1
         try:
+            if guard is not None:
+                guard(job)
             if job.status != JOB_IN_PROGRESS:
                 hint = " (acknowledge it first)" if job.status == DISPATCHED else ""
                 raise ServiceError(
@@ -167,12 +176,21 @@ class JobBoard:
         assert job.result is not None
         job.tally.accepted[job.result["type"]] += 1
 
-    def succeed(self, params: Mapping[str, Any], now: float, continuation_delay_s: float) -> None:
-        """PutJobSuccessResult; a rejected request changes nothing."""
+    def succeed(
+        self,
+        params: Mapping[str, Any],
+        now: float,
+        continuation_delay_s: float,
+        operation: str = "PutJobSuccessResult",
+        guard: Callable[[Job], None] | None = None,
+    ) -> None:
+        """PutJobSuccessResult (or ``operation``, its third-party twin); a rejected request
+        changes nothing."""
         self._report(
-            "PutJobSuccessResult",
+            operation,
             params["jobId"],
             lambda job: self._succeed(job, params, now, continuation_delay_s),
+            guard,
         )
 
     def _succeed(
@@ -204,10 +222,16 @@ class JobBoard:
             revision = params.get("currentRevision", {}).get("revision")
             run.succeed(now, variables, revision)
 
-    def fail(self, params: Mapping[str, Any], now: float) -> None:
-        """PutJobFailureResult: the job and its action execution fail."""
+    def fail(
+        self,
+        params: Mapping[str, Any],
+        now: float,
+        operation: str = "PutJobFailureResult",
+        guard: Callable[[Job], None] | None = None,
+    ) -> None:
+        """PutJobFailureResult (or ``operation``): the job and its action execution fail."""
         job_id = params["jobId"]
-        self._report("PutJobFailureResult", job_id, lambda job: self._fail(job, params, now))
+        self._report(operation, job_id, lambda job: self._fail(job, params, now), guard)
 
     @staticmethod
     def _fail(job: Job, params: Mapping[str, Any], now: float) -> None:

@@ -48,6 +48,11 @@ class Operations:
             "GetJobDetails": self._get_job_details,
             "PutJobSuccessResult": self._put_job_success_result,
             "PutJobFailureResult": self._put_job_failure_result,
+            "PollForThirdPartyJobs": self._poll_for_third_party_jobs,
+            "GetThirdPartyJobDetails": self._get_third_party_job_details,
+            "AcknowledgeThirdPartyJob": self._acknowledge_third_party_job,
+            "PutThirdPartyJobSuccessResult": self._put_third_party_job_success_result,
+            "PutThirdPartyJobFailureResult": self._put_third_party_job_failure_result,
         }
 
     def call(self, operation: str, params: Params) -> Answer:
@@ -158,6 +163,32 @@ class Operations:
 
     def _put_job_failure_result(self, params: Params) -> Answer:
         self.engine.put_job_failure_result(params)
+        return {}
+
+    # -- third-party jobs ------------------------------------------------------------
+
+    def _poll_for_third_party_jobs(self, params: Params) -> Answer:
+        jobs = self.engine.poll_for_third_party_jobs(
+            params["actionTypeId"], params.get("maxBatchSize", 1)
+        )
+        return {"jobs": jobs}
+
+    def _get_third_party_job_details(self, params: Params) -> Answer:
+        details = self.engine.get_third_party_job_details(params["jobId"], params["clientToken"])
+        return {"jobDetails": details}
+
+    def _acknowledge_third_party_job(self, params: Params) -> Answer:
+        status = self.engine.acknowledge_third_party_job(
+            params["jobId"], params["nonce"], params["clientToken"]
+        )
+        return {"status": status}
+
+    def _put_third_party_job_success_result(self, params: Params) -> Answer:
+        self.engine.put_third_party_job_success_result(params)
+        return {}
+
+    def _put_third_party_job_failure_result(self, params: Params) -> Answer:
+        self.engine.put_third_party_job_failure_result(params)
         return {}
 
 

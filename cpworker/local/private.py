@@ -1,9 +1,12 @@
-"""cpworker's own operations on the local endpoint: standalone Lambda jobs, result counts.
+"""cpworker's own operations on the local endpoint: standalone Lambda jobs, result counts,
+third-party client tokens.
 
 ``cpworker invoke`` runs a Lambda handler once, outside any pipeline, yet the handler
 must report with PutJobSuccessResult/PutJobFailureResult as it would in AWS. These
-operations give it a real job to report on; and a chaos run reads how many results
-each job received. They use the target prefix ``CpworkerLocal.`` so no AWS SDK call
+operations give it a real job to report on, tell a chaos run how many results each job
+received, and give a third-party job worker the client token of the pipeline action it
+serves (AWS shares it with the action's provider; no CodePipeline operation returns it).
+They use the target prefix ``CpworkerLocal.`` so no AWS SDK call
 can reach them by accident (nor can injected faults), and answer errors in the same
 JSON wire form as the CodePipeline operations::
 
@@ -19,6 +22,9 @@ JSON wire form as the CodePipeline operations::
             "actionExecutions": [{"actionExecutionId", "pipelineName",
                                   "pipelineExecutionId", "actionName", "steps",
                                   "accepted": {"success" | "continuation" | "failure": n}}]}
+    CpworkerLocal.ThirdPartyClient {"pipelineName", "stageName", "actionName",
+                                    "clientId"?, "clientToken"?}
+        -> {"clientId", "clientToken"}
 
 ``data`` is checked against botocore's ``JobData`` shape; its artifactCredentials, if
 any, are replaced by fresh ones, and without an encryptionKey the engine's default key
@@ -31,6 +37,11 @@ oldest first, standalone ones without pipelineName; with ``pipelineName`` only t
 pipeline's. No job may have accepted more than one result, and no action execution
 more than one success or failure: ``steps`` is its number of jobs (one, plus one per
 continuation). A deleted pipeline's jobs are forgotten.
+
+ThirdPartyClient answers the client id and token of one pipeline action of a
+third-party type (made on first use, even before the pipeline exists); a given
+``clientId`` or ``clientToken`` replaces the current one, so a test can give the
+action a known pair, or a new token.
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ class PrivateOperations:
             "CreateLambdaJob": self._create_lambda_job,
             "DescribeJob": self._describe_job,
             "GetResultCounts": self._get_result_counts,
+            "ThirdPartyClient": self._third_party_client,
         }
 
     def call(self, operation: str, params: Params) -> Params:
@@ -80,6 +92,26 @@ class PrivateOperations:
     def _get_result_counts(self, params: Params) -> Params:
         validate_members(params, {"pipelineName": ("PipelineName", False)})
         return self.engine.result_counts(params.get("pipelineName"))
+
+    def _third_party_client(self, params: Params) -> Params:
+        validate_members(
+            params,
+            {
+                "pipelineName": ("PipelineName", True),
+                "stageName": ("StageName", True),
+                "actionName": ("ActionName", True),
+                "clientId": ("ClientId", False),
+                "clientToken": ("ClientToken", False),
+            },
+        )
+        pair = self.engine.third_party_client(
+            params["pipelineName"],
+            params["stageName"],
+            params["actionName"],
+            client_id=params.get("clientId"),
+            client_token=params.get("clientToken"),
+        )
+        return {"clientId": pair.client_id, "clientToken": pair.client_token}
 
 
 def call_private(endpoint_url: str, operation: str, params: Params, timeout_s: float = 30) -> Any:
