@@ -1,15 +1,17 @@
-"""A thin CodePipeline client: the job calls cpworker makes, with the right retries.
+"""A thin CodePipeline client: the job calls cpworker makes (custom and third-party jobs),
+with the right retries.
 
 Retries (tenacity: exponential backoff with full jitter, bounded in attempts and
 time) happen on throttling, 5xx answers and connection errors only. Answers
 that mean "this job is not yours any more" — InvalidNonce, JobNotFound,
-InvalidJobState, Validation — are never retried: repeating them cannot help.
+InvalidJobState, Validation, InvalidClientToken — are never retried: repeating
+them cannot help.
 
 A retried report is *ambiguous* when an earlier attempt may have landed (the
 connection broke after the request was sent, or a 5xx came back): an
 InvalidJobState answer to a later attempt then usually means the first one was
-accepted. ``put_result`` checks such a job with GetJobDetails and says so
-(``Delivery.EARLIER_ATTEMPT``) instead of failing.
+accepted. ``put_request`` checks such a job with GetJobDetails (a third-party job:
+GetThirdPartyJobDetails) and says so (``Delivery.EARLIER_ATTEMPT``) instead of failing.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from cpworker.model import ActionTypeId, JobEnvelope
+from cpworker.model import ActionTypeId, JobEnvelope, ThirdPartyJob
 from cpworker.result import Continue, Failure, Result, Success
 
 log = logging.getLogger("cpworker.api")
@@ -178,7 +180,10 @@ def codepipeline_client(
 
 
 class CodePipelineAPI:
-    """The custom-action job calls, retried per ``RetryPolicy``."""
+    """The job calls of custom and third-party jobs, retried per ``RetryPolicy``.
+
+    A client token is a secret: it is passed through, never kept nor logged.
+    """
 
     def __init__(self, client: Any, policy: RetryPolicy | None = None) -> None:
         self.client = client
@@ -215,6 +220,49 @@ class CodePipelineAPI:
         answer = self.policy.wrap(lambda: self.client.get_job_details(jobId=job_id))
         return JobEnvelope.model_validate(answer["jobDetails"])
 
+    def poll_for_third_party_jobs(
+        self,
+        type_id: ActionTypeId,
+        max_batch_size: int,
+        abandon: threading.Event | None = None,
+    ) -> list[ThirdPartyJob]:
+        """The polled third-party jobs: whose each is (client id) and its id, nothing more.
+
+        One that cannot be read is logged and left to CodePipeline: without its id it
+        cannot even be failed.
+        """
+        request = {"actionTypeId": type_id.model_dump(), "maxBatchSize": max_batch_size}
+        answer = self.policy.wrap(lambda: self.client.poll_for_third_party_jobs(**request), abandon)
+        jobs = []
+        for job in answer.get("jobs", []):
+            try:
+                jobs.append(ThirdPartyJob.model_validate(job))
+            except ValidationError as exc:
+                problem = malformed(job, exc).problem
+                log.error("a polled third-party job cannot be read: %s", problem)
+        return jobs
+
+    def get_third_party_job_details(
+        self, job_id: str, client_token: str
+    ) -> JobEnvelope | MalformedJob:
+        """The third-party job's details and nonce, or what makes them unreadable."""
+        answer = self.policy.wrap(
+            lambda: self.client.get_third_party_job_details(jobId=job_id, clientToken=client_token)
+        )
+        details = answer["jobDetails"]
+        try:
+            return JobEnvelope.model_validate(details)
+        except ValidationError as exc:
+            return malformed(details, exc)
+
+    def acknowledge_third_party_job(self, job_id: str, nonce: str, client_token: str) -> str:
+        answer = self.policy.wrap(
+            lambda: self.client.acknowledge_third_party_job(
+                jobId=job_id, nonce=nonce, clientToken=client_token
+            )
+        )
+        return str(answer.get("status", ""))
+
     def put_result(
         self, job_id: str, result: Result, policy: RetryPolicy | None = None
     ) -> Delivery:
@@ -227,19 +275,23 @@ class CodePipelineAPI:
         operation: str,
         request: Mapping[str, Any],
         policy: RetryPolicy | None = None,
+        client_token: str | None = None,
     ) -> Delivery:
-        """Send one PutJob*Result request (``result_request``'s form), with retries.
+        """Send one PutJob*Result or PutThirdPartyJob*Result request (``result_request``'s
+        form; a third-party one with the job's ``client_token``), with retries.
 
         InvalidJobState after an attempt that may have landed is checked with
-        GetJobDetails: if the job is there, the earlier attempt was accepted.
+        GetJobDetails (GetThirdPartyJobDetails): if the job is there, the earlier attempt
+        was accepted.
         """
         method = getattr(self.client, OPERATION_METHODS[operation])
+        token = {} if client_token is None else {"clientToken": client_token}
         ambiguous = False
 
         def attempt() -> None:
             nonlocal ambiguous
             try:
-                method(jobId=job_id, **request)
+                method(jobId=job_id, **token, **request)
             except Exception as exc:
                 ambiguous = ambiguous or _maybe_landed(exc)
                 raise
@@ -249,7 +301,11 @@ class CodePipelineAPI:
         except ClientError as exc:
             if not (ambiguous and error_code(exc) == "InvalidJobStateException"):
                 raise
-            self.get_job_details(job_id)  # JobNotFound would mean it was never ours
+            # JobNotFound would mean it was never ours
+            if client_token is None:
+                self.get_job_details(job_id)
+            else:
+                self.get_third_party_job_details(job_id, client_token)
             return Delivery.EARLIER_ATTEMPT
         return Delivery.ACCEPTED
 
@@ -257,7 +313,10 @@ class CodePipelineAPI:
 OPERATION_METHODS = {
     "PutJobSuccessResult": "put_job_success_result",
     "PutJobFailureResult": "put_job_failure_result",
+    "PutThirdPartyJobSuccessResult": "put_third_party_job_success_result",
+    "PutThirdPartyJobFailureResult": "put_third_party_job_failure_result",
 }
+SUCCESS_OPERATIONS = frozenset({"PutJobSuccessResult", "PutThirdPartyJobSuccessResult"})
 
 
 def result_request(result: Result) -> tuple[str, dict[str, Any]]:

@@ -20,12 +20,14 @@ from cpworker.redact import scrub
 from cpworker.result import Continue, Failure, InvalidResult, Result, Success, bounded
 
 if TYPE_CHECKING:
+    from cpworker.client_tokens import ClientTokens
     from cpworker.sources.lambda_runtime import LambdaSettings
 
 Handler = Callable[[Job[Any]], Result | None]
 LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 OnTimeout = Literal["fail", "continue"]
 OnShutdown = Literal["fail", "continue"]
+Owner = Literal["Custom", "ThirdParty"]
 DEFAULT_TIMEOUT_S = 3600.0
 HandlerT = TypeVar("HandlerT", bound=Handler)
 Counts = tuple[int, int]
@@ -147,10 +149,15 @@ class ActionApp:
     ``@app.action(...)`` registers a handler and fails at import time for a
     duplicate action type, an invalid name, or a config model that cannot become
     CodePipeline configuration properties.
+
+    ``client_tokens`` finds the client token of a third-party job's client id
+    (:mod:`cpworker.client_tokens`); ``cpworker serve`` needs it for actions declared
+    with ``owner="ThirdParty"``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, client_tokens: ClientTokens | None = None) -> None:
         self._actions: dict[str, ActionSpec] = {}
+        self.client_tokens = client_tokens
 
     def action(
         self,
@@ -167,8 +174,10 @@ class ActionApp:
         timeout: float | timedelta = DEFAULT_TIMEOUT_S,
         on_shutdown: OnShutdown = "fail",
         optional_outputs: Sequence[str] = (),
+        owner: Owner = "Custom",
     ) -> Callable[[HandlerT], HandlerT]:
-        """Register the decorated function as the handler of a custom action type.
+        """Register the decorated function as the handler of a custom action type, or
+        of a third-party one (``owner="ThirdParty"``).
 
         ``timeout`` (seconds or a ``timedelta``; default one hour) bounds one step of
         the action: at that deadline ``cpworker serve`` stops the handler (it kills
@@ -191,7 +200,15 @@ class ActionApp:
         counts) when the handler returns ``Success``; if one was not, the job fails with
         ``JobFailed: output artifact 'X' was not uploaded`` rather than succeeding and
         failing a later action that finds no artifact. A ``Continue`` is not checked.
+
+        ``owner="ThirdParty"`` makes ``cpworker serve`` poll the action's jobs with
+        PollForThirdPartyJobs and prove itself with the client token the app's
+        ``client_tokens`` resolves. CodePipeline registers such a type (``register``
+        skips it). Its jobs have no account id, pipeline ARN or execution id, and cannot
+        carry output variables: a ``Success`` with some fails the job.
         """
+        if owner not in ("Custom", "ThirdParty"):
+            raise ValueError(f"owner={owner!r} is invalid: use 'Custom' or 'ThirdParty'")
         for option, value in (("on_timeout", on_timeout), ("on_shutdown", on_shutdown)):
             if value not in ("fail", "continue"):
                 raise ValueError(f"{option}={value!r} is invalid: use 'fail' or 'continue'")
@@ -210,9 +227,7 @@ class ActionApp:
             )
         _check_name("provider", provider, "ActionProvider")
         _check_name("version", version, "Version")
-        type_id = ActionTypeId(
-            category=category, owner="Custom", provider=provider, version=version
-        )
+        type_id = ActionTypeId(category=category, owner=owner, provider=provider, version=version)
         properties = properties_of(config) if config is not None else ()
         counts_in, counts_out = _check_counts("inputs", inputs), _check_counts("outputs", outputs)
 
@@ -289,7 +304,8 @@ class ActionApp:
         return [self[n] for n in names] if names else list(self)
 
     def register(self, codepipeline: Any, names: Sequence[str] = ()) -> list[str]:
-        """Create the custom action types (skipping those that exist); returns the created ones."""
+        """Create the custom action types (skipping those that exist, and third-party ones,
+        which CodePipeline registers); returns the created ones."""
         existing = {
             ActionTypeId.model_validate(t["id"])
             for page in codepipeline.get_paginator("list_action_types").paginate(
@@ -299,7 +315,7 @@ class ActionApp:
         }
         created = []
         for spec in self.select(names):
-            if spec.type_id not in existing:
+            if spec.type_id.owner == "Custom" and spec.type_id not in existing:
                 codepipeline.create_custom_action_type(**spec.custom_action_type())
                 created.append(str(spec.type_id))
         return created

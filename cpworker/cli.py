@@ -82,8 +82,8 @@ def serve(args: argparse.Namespace) -> int:
         profile=args.profile,
     )
     try:
-        worker = Worker(CodePipelineAPI(client), specs, settings)
-    except ValueError as exc:  # an action that cannot run in a child process
+        worker = Worker(CodePipelineAPI(client), specs, settings, app.client_tokens)
+    except ValueError as exc:  # an action a child cannot run, or no client token resolver
         print(f"cpworker serve: {exc}", file=sys.stderr)
         return 2
     _on_signals(worker.shutdown)
@@ -233,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, parents=[common])
 
-    run = command("serve", "poll for and run the app's custom action jobs")
+    run = command("serve", "poll for and run the app's custom and third-party action jobs")
     _client_options(run)
     run.add_argument("--concurrency", type=int, default=4, help="jobs at once (default 4)")
     run.add_argument("--poll-min", type=float, default=0.5, help="first idle wait, s (0.5)")

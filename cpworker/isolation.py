@@ -47,6 +47,7 @@ from cpworker.sources.jobdata import (
     log_fields,
     secrets_of,
 )
+from cpworker.sources.polling import JobRef
 
 Isolation = Literal["process", "thread"]
 _PR_SET_PDEATHSIG = 1
@@ -55,10 +56,14 @@ _LOG, _RESULT = "log", "result"
 
 @dataclass(frozen=True)
 class JobTask:
-    """Everything one run of a handler needs; picklable, so it can cross to a child."""
+    """Everything one run of a handler needs; picklable, so it can cross to a child.
+
+    ``job`` reads the job's current details (credential refresh) as its runtime does.
+    """
 
     spec: ActionSpec
     envelope: JobEnvelope
+    job: JobRef
     workspace: Path
     timeout_s: float
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
@@ -97,12 +102,13 @@ class Running(Protocol):
 def run_job(
     task: JobTask, stopping: Flag, fetch: Callable[[], JobEnvelope] | None = None
 ) -> Result:
-    """Run the handler of ``task`` here and now; every failure becomes a ``Failure``.
+    """Run the handler of ``task`` here and now; every failure becomes a ``Failure``, and
+    so does a result the job's runtime cannot report (``JobRef.check``).
 
-    ``fetch`` gets the job's current details (GetJobDetails) for credential refresh.
+    ``fetch`` gets the job's current details (``task.job.details``) for credential refresh.
     """
     log = logger("cpworker.job", **log_fields(task.envelope))
-    secrets = secrets_of(task.envelope, task.spec)
+    secrets = secrets_of(task.envelope, task.spec) + task.job.secrets()
     with ExitStack() as stack:
         stack.enter_context(SECRETS.active(secrets))
 
@@ -126,9 +132,10 @@ def run_job(
             refresh_credentials=fresh_credentials if fetch is not None else None,
             credential_refresh_s=task.credential_refresh_s,
         )
-        return run_handler(
+        result = run_handler(
             task.spec, lambda: build_job(task.envelope, task.spec, context), log, secrets
         )
+        return task.job.check(result, log)
 
 
 # -- threads ---------------------------------------------------------------------------------
@@ -145,9 +152,7 @@ class ThreadRun:
 
         def target() -> None:
             try:
-                self._box.append(
-                    run_job(task, stopping, lambda: api.get_job_details(task.envelope.id))
-                )
+                self._box.append(run_job(task, stopping, lambda: task.job.details(api)))
             finally:
                 self._done.set()
 
@@ -417,7 +422,7 @@ def _child_main(tasks: Connection, conn: Connection, stopping: Flag) -> None:
         client = codepipeline_client(
             region=task.region, endpoint_url=task.endpoint_url, profile=task.profile
         )
-        return CodePipelineAPI(client).get_job_details(task.envelope.id)
+        return task.job.details(CodePipelineAPI(client))
 
     result = run_job(task, stopping, fetch)
     forward.send_result(result)

@@ -47,6 +47,11 @@ class Job(Generic[ConfigT]):
     model; ``configuration`` is the raw string mapping (secret values included —
     do not log it). ``continuation`` is the state a previous step returned with
     ``Continue`` (decoded from JSON), or ``None`` on the first step.
+
+    What the runtime knows varies: ``account_id`` is ``None`` for third-party jobs (and
+    ``pipeline.pipeline_arn`` and ``pipeline.pipeline_execution_id`` are ``None`` there
+    too: only custom-action jobs carry them); a Lambda invoke job has no
+    ``action_type`` and no ``pipeline``.
     """
 
     id: str

@@ -1,8 +1,9 @@
 """A durable record of the jobs a worker has acknowledged, so a crash loses none.
 
 Every acknowledged job is written (sqlite, WAL, ``synchronous=FULL``) before its
-handler starts, with its action, deadline, the step's continuation token and the
-worker's identity. A decided result is written before it is sent, and marked
+handler starts, with its action, deadline, the step's continuation token, the
+worker's identity and, for a third-party job, its client id (never its client token:
+a restarted worker resolves it again). A decided result is written before it is sent, and marked
 reported once CodePipeline has it. A worker that starts reads the rows of
 workers that are gone — killed with ``kill -9``, by the OOM killer, or with
 their machine — and resolves them (see ``cpworker.worker``).
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state     TEXT NOT NULL,
     operation TEXT,
     request   TEXT,
-    updated   REAL NOT NULL
+    updated   REAL NOT NULL,
+    client_id TEXT
 )
 """
 
@@ -101,6 +103,7 @@ class Entry:
     state: str
     operation: str | None
     request: dict[str, Any] | None
+    client_id: str | None = None
 
 
 class Journal:
@@ -118,6 +121,9 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         with self._transaction() as db:
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "client_id" not in columns:  # a journal written before third-party jobs
+                db.execute("ALTER TABLE jobs ADD COLUMN client_id TEXT")
             db.execute(
                 "DELETE FROM jobs WHERE state = 'reported' AND updated < ?",
                 (time.time() - KEEP_REPORTED_S,),
@@ -139,14 +145,32 @@ class Journal:
             self._db.close()
 
     def started(
-        self, job_id: str, action: str, deadline: float, token: str | None, workspace: Path
+        self,
+        job_id: str,
+        action: str,
+        deadline: float,
+        token: str | None,
+        workspace: Path,
+        client_id: str | None = None,
     ) -> None:
-        """Record an acknowledged job before its handler starts (``deadline``: epoch s)."""
+        """Record an acknowledged job before its handler starts (``deadline``: epoch s;
+        ``client_id`` for a third-party job)."""
+        now = time.time()
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO jobs (job_id, action, worker, deadline, token, "
-                "workspace, state, updated) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
-                (job_id, action, str(self.identity), deadline, token, str(workspace), time.time()),
+                "workspace, state, updated, client_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                (
+                    job_id,
+                    action,
+                    str(self.identity),
+                    deadline,
+                    token,
+                    str(workspace),
+                    now,
+                    client_id,
+                ),
             )
 
     def child(self, job_id: str, child: Identity) -> None:
@@ -176,7 +200,8 @@ class Journal:
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT job_id, action, worker, deadline, token, child, workspace, state, "
-                "operation, request FROM jobs WHERE state != 'reported' AND worker != ?",
+                "operation, request, client_id FROM jobs "
+                "WHERE state != 'reported' AND worker != ?",
                 (str(self.identity),),
             ).fetchall()
             claimed = []
@@ -193,7 +218,9 @@ class Journal:
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
-    job_id, action, worker, deadline, token, child, workspace, state, operation, request = row
+    job_id, action, worker, deadline, token, child, workspace, state, operation, request, client = (
+        row
+    )
     return Entry(
         job_id=job_id,
         action=action,
@@ -205,4 +232,5 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         state=state,
         operation=operation,
         request=json.loads(request) if request else None,
+        client_id=client,
     )

@@ -73,6 +73,9 @@ class ActionContext(Wire):
 
 
 class PipelineContext(Wire):
+    """Where the job runs; ``pipeline_arn`` and ``pipeline_execution_id`` only for custom
+    jobs (third-party jobs have neither)."""
+
     pipeline_name: str
     stage: StageContext
     action: ActionContext
@@ -98,9 +101,17 @@ class JobData(Wire):
 
 
 class JobEnvelope(Wire):
-    """A job as PollForJobs returns it (``nonce``) or GetJobDetails (no nonce)."""
+    """A job as PollForJobs returns it (``nonce``) or GetJobDetails (no nonce); or a
+    third-party job as GetThirdPartyJobDetails returns it (``nonce``, no ``account_id``)."""
 
     id: str
     data: JobData
     nonce: str | None = None
     account_id: str | None = None
+
+
+class ThirdPartyJob(Wire):
+    """A job as PollForThirdPartyJobs returns it: only whose it is and its id."""
+
+    client_id: str
+    job_id: str

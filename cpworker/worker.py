@@ -1,10 +1,17 @@
-"""The custom-action worker: poll, claim, run, report — and never lose or hang a job.
+"""The job worker: poll, claim, run, report — and never lose or hang a job.
 
-A job's life (see the README, "Reliability"):
+Jobs come from a source per action owner, through one small interface
+(``cpworker.sources.polling``): custom actions (``sources.custom``: PollForJobs,
+AcknowledgeJob, PutJob*Result) and third-party ones (``sources.thirdparty``:
+PollForThirdPartyJobs, the app's client token resolver, GetThirdPartyJobDetails,
+AcknowledgeThirdPartyJob, PutThirdPartyJob*Result). A job's life (see the README,
+"Reliability"):
 
-1. A slot is free → PollForJobs asks for at most that many jobs; a job that
+1. A slot is free → the source polls for at most that many jobs; a job that
    cannot be read is failed alone, never its batch.
-2. AcknowledgeJob with the nonce (InvalidNonce: another worker has it, skip).
+2. The job is claimed: acknowledged with the nonce (InvalidNonce: another worker
+   has it, skip; a third-party job whose client token is unknown or refused: one log
+   line, skip).
 3. The job is journaled (``cpworker.journal``) before its handler starts.
 4. The handler runs in a child process (``cpworker.isolation``) with the
    action's deadline; at the deadline its process group is killed and the job
@@ -35,9 +42,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cpworker.api import CodePipelineAPI, MalformedJob, RetryPolicy, error_code, result_request
+from cpworker.api import SUCCESS_OPERATIONS, CodePipelineAPI, MalformedJob, RetryPolicy, error_code
 from cpworker.app import ActionSpec
 from cpworker.artifacts import ArtifactSettings
+from cpworker.client_tokens import ClientTokens
 from cpworker.errors import FailureType
 from cpworker.isolation import (
     Ended,
@@ -53,7 +61,10 @@ from cpworker.logs import JobLogger, logger
 from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS, scrub
 from cpworker.result import Continue, Failure, Result, outcome_of, resume
+from cpworker.sources.custom import CustomSource
 from cpworker.sources.jobdata import DEFAULT_CREDENTIAL_REFRESH_S, log_fields, secrets_of
+from cpworker.sources.polling import Claim, JobRef, JobSource, PolledJob
+from cpworker.sources.thirdparty import NoClientToken, ThirdPartySource
 from cpworker.workspace import default_workspace_root, job_workspace, prepare_root
 
 log = logger("cpworker.worker")
@@ -114,13 +125,16 @@ class WorkerSettings:
 
 
 class _InFlight:
-    """A claimed job; ``claim_report`` makes sure only one result is ever sent."""
+    """A polled job holding a slot; ``claim_report`` makes sure only one result is ever
+    sent."""
 
-    def __init__(self, spec: ActionSpec, envelope: JobEnvelope, log: JobLogger) -> None:
+    def __init__(self, spec: ActionSpec, polled: PolledJob) -> None:
         self.spec = spec
-        self.envelope = envelope
-        self.log = log
+        self.polled = polled
+        self.fields = {"action_type": str(spec.type_id), **polled.fields}
+        self.log = logger("cpworker.job", **self.fields)
         self.started = time.monotonic()
+        self.claim: Claim | None = None
         self._lock = threading.Lock()
         self._reported = False
         self._run: Running | None = None
@@ -130,6 +144,17 @@ class _InFlight:
             if self._reported:
                 return False
             self._reported = True
+            return True
+
+    def hold(self, claim: Claim) -> bool:
+        """Keep the claimed job; ``False`` if the job was handed back while being claimed
+        (the hand-back reported nothing: the job was not ours yet)."""
+        with self._lock:
+            if self._reported:
+                return False
+            self.claim = claim
+            if isinstance(claim.job, JobEnvelope):  # log lines name its pipeline from now on
+                self.log = logger("cpworker.job", **{**self.fields, **log_fields(claim.job)})
             return True
 
     def attach(self, run: Running) -> bool:
@@ -146,19 +171,31 @@ class _InFlight:
 
 
 class Worker:
-    """Serves the custom actions ``specs`` until ``shutdown()``."""
+    """Serves the actions ``specs`` until ``shutdown()``; third-party ones need
+    ``client_tokens`` (the app's resolver)."""
 
     def __init__(
         self,
         api: CodePipelineAPI,
         specs: Sequence[ActionSpec],
         settings: WorkerSettings | None = None,
+        client_tokens: ClientTokens | None = None,
     ) -> None:
         if not specs:
             raise ValueError("a worker needs at least one action to serve")
         self.api = api
         self.specs = list(specs)
         self.settings = settings or WorkerSettings()
+        self._sources: dict[str, JobSource] = {"Custom": CustomSource(api, self.settings.queries)}
+        if client_tokens is not None:
+            self._sources["ThirdParty"] = ThirdPartySource(api, client_tokens)
+        unserved = [spec.name for spec in self.specs if spec.type_id.owner not in self._sources]
+        if unserved:
+            raise ValueError(
+                f"{', '.join(unserved)}: third-party actions need the client token of each "
+                "job's client id; give the app a resolver, ActionApp(client_tokens=...) "
+                "(see cpworker.client_tokens)"
+            )
         self._stopping = threading.Event()
         self._slots = threading.Condition()
         self._running: dict[str, _InFlight] = {}
@@ -236,8 +273,8 @@ class Worker:
 
     def _release(self, flight: _InFlight) -> None:
         with self._slots:
-            if self._running.get(flight.envelope.id) is flight:
-                del self._running[flight.envelope.id]
+            if self._running.get(flight.polled.id) is flight:
+                del self._running[flight.polled.id]
             self._slots.notify_all()
 
     # -- polling ---------------------------------------------------------------------------
@@ -247,9 +284,7 @@ class Worker:
         if self._stopping.is_set() or free <= 0:
             return 0
         try:
-            jobs = self.api.poll_for_jobs(
-                spec.type_id, free, self.settings.queries.get(spec.name), abandon=self._stopping
-            )
+            jobs = self._sources[spec.type_id.owner].poll(spec, free, self._stopping)
         except Exception as exc:  # noqa: BLE001 - a failed poll must not stop the worker
             if not self._stopping.is_set():
                 log.error(
@@ -260,84 +295,63 @@ class Worker:
         for job in jobs:
             if self._stopping.is_set():
                 break  # never claim a job that cannot start: CodePipeline dispatches it again
-            if isinstance(job, MalformedJob):
-                self._reject(spec, job)
-            else:
-                self._start(spec, job)
+            self._start(spec, job)
         return len(jobs)
 
-    def _reject(self, spec: ActionSpec, job: MalformedJob) -> None:
-        """Fail a job that cannot be read, so that it is not polled again for ever."""
-        job_log = logger("cpworker.job", job_id=job.id, action_type=str(spec.type_id))
-        job_log.error("job cannot be read", extra={"problem": job.problem})
-        if job.id is None or job.nonce is None:
-            return
-        try:
-            self.api.acknowledge_job(job.id, job.nonce)
-        except Exception as exc:  # noqa: BLE001 - not ours after all
-            job_log.info("job not acknowledged", extra={"error": error_code(exc) or repr(exc)})
-            return
-        failure = Failure(
-            f"cpworker could not read this job: {job.problem}", type=FailureType.JOB_FAILED
-        )
-        self._send(job.id, job_log, failure)
-
-    def _start(self, spec: ActionSpec, envelope: JobEnvelope) -> None:
-        job_log = logger("cpworker.job", **log_fields(envelope))
-        job_log.info("job received")
-        flight = _InFlight(spec, envelope, job_log)
+    def _start(self, spec: ActionSpec, polled: PolledJob) -> None:
+        flight = _InFlight(spec, polled)
+        flight.log.info("job received")
         with self._slots:
-            self._running[envelope.id] = flight
+            self._running[polled.id] = flight
         thread = threading.Thread(
-            target=self._process, args=(flight,), name=f"job-{envelope.id}", daemon=True
+            target=self._process, args=(flight,), name=f"job-{polled.id}", daemon=True
         )
         thread.start()
 
     # -- one job ---------------------------------------------------------------------------
 
     def _process(self, flight: _InFlight) -> None:
+        """Claim the job, then run it; a job that cannot be read is failed alone, so that
+        it is not polled again for ever."""
         try:
-            if self._acknowledge(flight):
-                self._run(flight)
+            claim = flight.polled.claim(flight.log)
+            if claim is None:
+                flight.claim_report()  # nothing to report for a job that is not ours
+                return
+            if not flight.hold(claim):
+                self._give_back(flight.spec, claim, flight.log, flight.started)
+                return
+            if isinstance(claim.job, MalformedJob):
+                flight.log.error("job cannot be read", extra={"problem": claim.job.problem})
+                problem = f"cpworker could not read this job: {claim.job.problem}"
+                self._report(flight, Failure(problem, type=FailureType.JOB_FAILED))
+                return
+            self._run(flight, claim.ref, claim.job)
         except Exception as exc:
             flight.log.exception("the job could not be run")
-            self._report(
-                flight,
-                Failure(
-                    scrub(f"cpworker could not run the job: {type(exc).__name__}: {exc}"),
-                    type=FailureType.SYSTEM_UNAVAILABLE,
-                ),
-            )
+            if flight.claim is not None:
+                self._report(
+                    flight,
+                    Failure(
+                        scrub(f"cpworker could not run the job: {type(exc).__name__}: {exc}"),
+                        type=FailureType.SYSTEM_UNAVAILABLE,
+                    ),
+                )
         finally:
             self._release(flight)
 
-    def _acknowledge(self, flight: _InFlight) -> bool:
-        envelope = flight.envelope
-        try:
-            self.api.acknowledge_job(envelope.id, envelope.nonce or "")
-        except Exception as exc:  # noqa: BLE001 - any failure means: not ours, move on
-            code = error_code(exc)
-            if code in ("InvalidNonceException", "JobNotFoundException"):
-                flight.log.info("job taken by another worker", extra={"error": code})
-            else:
-                flight.log.error("acknowledge failed", extra={"error": code or repr(exc)})
-            flight.claim_report()  # nothing to report for a job that is not ours
-            return False
-        flight.log.info("job acknowledged")
-        return True
-
-    def _run(self, flight: _InFlight) -> None:
+    def _run(self, flight: _InFlight, ref: JobRef, envelope: JobEnvelope) -> None:
         """Run the job's handler with its deadline and report its outcome.
 
         A finished job's workspace is gone before its result is reported; a job
         past its deadline is reported first (the pipeline should not wait for a
         large workspace to be deleted), then its workspace is removed.
         """
-        spec, envelope = flight.spec, flight.envelope
+        spec = flight.spec
         root, keep = self.settings.workspace_root, self.settings.keep_workspace
-        with SECRETS.active(secrets_of(envelope, spec)):
+        with SECRETS.active(secrets_of(envelope, spec) + ref.secrets()):
             with job_workspace(root, envelope.id, keep=keep) as workspace:
-                ended = self._wait_for_handler(flight, workspace)
+                ended = self._wait_for_handler(flight, ref, envelope, workspace)
             if ended is None:
                 return  # reported at the deadline
             if ended.result is None:
@@ -350,21 +364,24 @@ class Worker:
                 result = ended.result
             self._report(flight, result)
 
-    def _wait_for_handler(self, flight: _InFlight, workspace: Path) -> Ended | None:
+    def _wait_for_handler(
+        self, flight: _InFlight, ref: JobRef, envelope: JobEnvelope, workspace: Path
+    ) -> Ended | None:
         """Journal the job, start its handler and wait for it until its deadline;
         ``None`` when the deadline came first (the job is reported, its slot freed)."""
-        spec, envelope = flight.spec, flight.envelope
+        spec = flight.spec
         assert self._journal is not None
         self._journal.started(
-            envelope.id,
+            ref.id,
             spec.name,
             time.time() + spec.timeout_s,
             envelope.data.continuation_token,
             workspace,
+            ref.client_id,
         )
-        run = self._runner.start(self._task(spec, envelope, workspace))
+        run = self._runner.start(self._task(spec, envelope, ref, workspace))
         if run.pid is not None:
-            self._journal.child(envelope.id, Identity.of(run.pid))
+            self._journal.child(ref.id, Identity.of(run.pid))
         if not flight.attach(run):
             run.kill()  # handed back while it started
         ended = run.wait(spec.timeout_s)
@@ -379,11 +396,14 @@ class Worker:
         run.wait(None)  # a thread runs on until its handler returns
         return None
 
-    def _task(self, spec: ActionSpec, envelope: JobEnvelope, workspace: Path) -> JobTask:
+    def _task(
+        self, spec: ActionSpec, envelope: JobEnvelope, ref: JobRef, workspace: Path
+    ) -> JobTask:
         settings = self.settings
         return JobTask(
             spec=spec,
             envelope=envelope,
+            job=ref,
             workspace=workspace,
             timeout_s=spec.timeout_s,
             artifacts=settings.artifacts,
@@ -400,11 +420,12 @@ class Worker:
         if not flight.claim_report():
             flight.log.debug("result dropped: the job was already reported")
             return
-        self._send(flight.envelope.id, flight.log, result, policy, flight.started)
+        assert flight.claim is not None, "only a claimed job has a result"
+        self._send(flight.claim.ref, flight.log, result, policy, flight.started)
 
     def _send(
         self,
-        job_id: str,
+        ref: JobRef,
         job_log: JobLogger,
         result: Result,
         policy: RetryPolicy | None = None,
@@ -414,12 +435,12 @@ class Worker:
 
         A success CodePipeline refuses for good becomes a failure that says why.
         """
-        operation, request = result_request(result)
-        self._deliver(job_id, job_log, operation, request, outcome_of(result), policy, started)
+        operation, request = ref.request(result)
+        self._deliver(ref, job_log, operation, request, outcome_of(result), policy, started)
 
     def _deliver(
         self,
-        job_id: str,
+        ref: JobRef,
         job_log: JobLogger,
         operation: str,
         request: dict[str, Any],
@@ -428,9 +449,9 @@ class Worker:
         started: float | None = None,
     ) -> None:
         if self._journal is not None:
-            self._journal.decided(job_id, operation, request)
+            self._journal.decided(ref.id, operation, request)
         try:
-            delivery = self.api.put_request(job_id, operation, request, policy)
+            delivery = ref.put(self.api, operation, request, policy)
         except Exception as exc:  # noqa: BLE001 - each case is logged below
             code = error_code(exc)
             if code in GONE:
@@ -439,10 +460,10 @@ class Worker:
                     "before its result arrived",
                     extra={"outcome": outcome, "error": code},
                 )
-            elif operation == "PutJobSuccessResult" and code in REFUSED:
+            elif operation in SUCCESS_OPERATIONS and code in REFUSED:
                 message = _refusal(exc)
                 job_log.error("CodePipeline refused the result", extra={"error": code})
-                self._send(job_id, job_log, Failure(message), policy, started)
+                self._send(ref, job_log, Failure(message), policy, started)
                 return
             else:
                 # Loud on purpose: the pipeline waits for the job timeout, unless a
@@ -458,7 +479,7 @@ class Worker:
                 fields["duration_s"] = round(time.monotonic() - started, 3)
             job_log.info("result reported", extra=fields)
         if self._journal is not None:
-            self._journal.reported(job_id)
+            self._journal.reported(ref.id)
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -478,12 +499,25 @@ class Worker:
     def _hand_back(self, flight: _InFlight) -> None:
         if not flight.claim_report():
             return
+        claim = flight.claim
+        if claim is None:
+            return  # still being claimed: its thread hands it back once it is ours
         flight.kill()  # before the report: nothing of the job may happen after it
+        self._give_back(flight.spec, claim, flight.log, flight.started)
+
+    def _give_back(
+        self, spec: ActionSpec, claim: Claim, job_log: JobLogger, started: float
+    ) -> None:
+        """Report a job the stopping worker will not finish: handed back with a
+        continuation (``on_shutdown="continue"``), or failed."""
         timeout = self.settings.drain_timeout_s
         result: Result
-        if flight.spec.on_shutdown == "continue":
+        if spec.on_shutdown == "continue":
+            token = (
+                claim.job.data.continuation_token if isinstance(claim.job, JobEnvelope) else None
+            )
             result = resume(
-                flight.envelope.data.continuation_token,
+                token,
                 summary=f"handed back: the worker stopped ({timeout:g} s drain); "
                 "the step runs again",
             )
@@ -496,7 +530,7 @@ class Worker:
         policy = RetryPolicy(
             attempts=4, max_elapsed_s=self.settings.report_timeout_s, backoff_max_s=1.0
         )
-        self._send(flight.envelope.id, flight.log, result, policy, flight.started)
+        self._send(claim.ref, job_log, result, policy, started)
 
     def _await_cleanup(self, deadline: float) -> None:
         """Give job threads whose process was killed a moment to remove their workspaces."""
@@ -513,15 +547,34 @@ class Worker:
         for entry in self._journal.orphans():
             job_log = logger("cpworker.job", job_id=entry.job_id, action=entry.action)
             self._clean_up_after(entry)
-            if entry.operation and entry.request is not None:
-                job_log.warning("sending the result a stopped worker had decided")
-                self._deliver(entry.job_id, job_log, entry.operation, entry.request, "recovered")
+            ref = self._reopen(entry, job_log)
+            if ref is None:
                 continue
-            job_log.warning(
-                "resolving a job of a worker that stopped unexpectedly",
-                extra={"dead_worker": str(entry.worker)},
+            with SECRETS.active(ref.secrets()):
+                if entry.operation and entry.request is not None:
+                    job_log.warning("sending the result a stopped worker had decided")
+                    self._deliver(ref, job_log, entry.operation, entry.request, "recovered")
+                    continue
+                job_log.warning(
+                    "resolving a job of a worker that stopped unexpectedly",
+                    extra={"dead_worker": str(entry.worker)},
+                )
+                self._send(ref, job_log, self._orphan_result(entry))
+
+    def _reopen(self, entry: Entry, job_log: JobLogger) -> JobRef | None:
+        """The journaled job's ref from its source; a third-party job's token is resolved
+        again. ``None`` (logged) when it cannot be: the entry waits for another restart."""
+        source = self._sources.get("Custom" if entry.client_id is None else "ThirdParty")
+        try:
+            if source is None:
+                raise NoClientToken("this worker has no client_tokens resolver")
+            return source.reopen(entry.job_id, entry.client_id)
+        except NoClientToken as exc:
+            job_log.critical(
+                "cannot report the job of a worker that stopped unexpectedly",
+                extra={"reason": str(exc), "client_id": entry.client_id},
             )
-            self._send(entry.job_id, job_log, self._orphan_result(entry))
+            return None
 
     def _orphan_result(self, entry: Entry) -> Continue | Failure:
         spec = next((s for s in self.specs if s.name == entry.action), None)
