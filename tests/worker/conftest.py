@@ -17,6 +17,7 @@ from cpw_test_apps import app
 
 from cpworker import ActionApp, testing
 from cpworker.api import CodePipelineAPI, RetryPolicy
+from cpworker.client_tokens import ClientTokens
 from cpworker.local.server import LocalCodePipeline
 from cpworker.logs import RedactingFormatter
 from cpworker.testing import PipelineRun, custom_action, zip_bytes
@@ -162,17 +163,23 @@ def spy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def worker(
     aws: Callable[..., Any], local: LocalCodePipeline, workspace_root: Path, state_dir: Path
 ) -> Iterator[Callable[..., Worker]]:
-    """Factory: an in-process worker serving the test app, stopped after the test."""
+    """Factory: an in-process worker serving the test app (or ``serve``; third-party
+    actions with ``client_tokens``), stopped after the test."""
     started: list[tuple[Worker, threading.Thread]] = []
 
-    def start(*actions: str, serve: ActionApp = app, **overrides: Any) -> Worker:
+    def start(
+        *actions: str,
+        serve: ActionApp = app,
+        client_tokens: ClientTokens | None = None,
+        **overrides: Any,
+    ) -> Worker:
         settings = fast_settings(
             workspace_root,
             endpoint_url=local.endpoint_url,
             **{"state_dir": state_dir, **overrides},
         )
         api = CodePipelineAPI(aws("codepipeline"), RetryPolicy(attempts=3, backoff_max_s=0.5))
-        instance = Worker(api, serve.select(actions), settings)
+        instance = Worker(api, serve.select(actions), settings, client_tokens)
         thread = threading.Thread(target=instance.run, daemon=True)
         thread.start()
         started.append((instance, thread))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -16,14 +15,13 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from conftest import DEFAULT_SOURCE, Run, fast_settings, until
+from conftest import DEFAULT_SOURCE, Run, until
 from cpw_third_party import declare_spec
 from cpw_third_party_apps import app as partner_app
 from pytest_mock import MockerFixture
 from test_serve import Serve
 
 from cpworker import ActionApp, testing
-from cpworker.api import CodePipelineAPI, RetryPolicy
 from cpworker.client_tokens import StaticTokens
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
@@ -95,30 +93,9 @@ def serve(
         process.stop()
 
 
-@pytest.fixture
-def in_process(
-    local: LocalCodePipeline, aws: Callable[..., Any], workspace_root: Path, state_dir: Path
-) -> Iterator[Callable[..., Worker]]:
-    """Factory: a worker in this process serving the partner's action with the tokens of
-    ``partners`` (a static mapping), stopped after the test."""
-    started: list[tuple[Worker, threading.Thread]] = []
-
-    def start(*partners: Partner, **overrides: Any) -> Worker:
-        tokens = StaticTokens({p.client.client_id: p.client.client_token for p in partners})
-        api = CodePipelineAPI(aws("codepipeline"), RetryPolicy(attempts=2, backoff_max_s=0.2))
-        settings = fast_settings(
-            workspace_root, endpoint_url=local.endpoint_url, state_dir=state_dir, **overrides
-        )
-        instance = Worker(api, [partner_app["partner"]], settings, tokens)
-        thread = threading.Thread(target=instance.run, daemon=True)
-        thread.start()
-        started.append((instance, thread))
-        return instance
-
-    yield start
-    for instance, thread in started:
-        instance.shutdown()
-        thread.join(timeout=15)
+def tokens_of(*partners: Partner) -> StaticTokens:
+    """A development resolver that knows the client tokens of ``partners``."""
+    return StaticTokens({p.client.client_id: p.client.client_token for p in partners})
 
 
 def _no_token_in(worker: Serve, *partners: Partner) -> None:
@@ -260,14 +237,14 @@ def test_kill_9_then_restart_reports_the_third_party_job_with_its_client_token(
 
 def test_a_report_that_cannot_be_sent_stays_in_the_journal_without_its_token(
     start_partner: Callable[..., Partner],
-    in_process: Callable[..., Worker],
+    worker: Callable[..., Worker],
     mocker: MockerFixture,
     caplog: pytest.LogCaptureFixture,
     state_dir: Path,
 ) -> None:
     # Given a third-party job whose failure cannot be reported
     partner = start_partner("fail", token=None)
-    instance = in_process(partner)
+    instance = worker("partner", serve=partner_app, client_tokens=tokens_of(partner))
     mocker.patch.object(
         instance.api.client,
         "put_third_party_job_failure_result",
@@ -286,7 +263,7 @@ def test_a_report_that_cannot_be_sent_stays_in_the_journal_without_its_token(
 
 def test_a_third_party_job_outliving_its_credentials_renews_them_with_its_token(
     start_partner: Callable[..., Partner],
-    in_process: Callable[..., Worker],
+    worker: Callable[..., Worker],
     local: LocalCodePipeline,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -294,7 +271,12 @@ def test_a_third_party_job_outliving_its_credentials_renews_them_with_its_token(
     local.engine.configure(credential_ttl_s=1.5)
     try:
         partner = start_partner("outlive", token=None, outputs=("Built",))
-        in_process(partner, credential_refresh_s=0.5)
+        worker(
+            "partner",
+            serve=partner_app,
+            client_tokens=tokens_of(partner),
+            credential_refresh_s=0.5,
+        )
         assert partner.run.wait()["status"] == "Succeeded"
     finally:
         local.engine.configure(credential_ttl_s=original)
