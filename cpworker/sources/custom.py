@@ -62,10 +62,8 @@ class _Polled:
 
     def claim(self, log: JobLogger) -> Claim | None:
         """AcknowledgeJob with the nonce; InvalidNonce means another worker has it."""
-        if (
-            attempt(lambda: self.api.acknowledge_job(self.id, self.nonce), log, "acknowledge")
-            is None
-        ):
+        status = attempt(lambda: self.api.acknowledge_job(self.id, self.nonce), log, "acknowledge")
+        if status is None:
             return None
         log.info("job acknowledged")
         return Claim(CustomRef(self.id), self.job)
