@@ -139,6 +139,8 @@ def test_a_wrong_client_token_is_refused_by_every_operation_and_changes_nothing(
             refused()
         assert wrong not in str(caught.value)
     assert lab.action_state(name, "Build")["status"] == "InProgress"
+    (job,) = call_private(local.endpoint_url, "GetResultCounts", {"pipelineName": name})["jobs"]
+    assert (job["refused"], job["accepted"]) == ({"InvalidClientTokenException": 2}, {})
 
     # A new token replaces the old one, which is refused from then on
     renewed = client_of(local, name, clientToken="renewed-token-0123456789")
