@@ -99,7 +99,9 @@ def artifact_s3_client(
     ``AWS_ENDPOINT_URL``. With any endpoint set (a local emulator), addressing is
     path-style, because loopback hosts have no bucket subdomains.
     """
-    config = Config(signature_version="s3v4", retries={"mode": "standard"})
+    # As many tries as the CodePipeline calls get (RetryPolicy): throttling (SlowDown),
+    # 5xx and broken connections are retried with backoff; 3 tries lose jobs under load.
+    config = Config(signature_version="s3v4", retries={"mode": "standard", "total_max_attempts": 8})
     if _endpoint_configured(endpoint_url):
         config = config.merge(Config(s3={"addressing_style": "path"}))
     with _SESSION_LOCK:

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     operation TEXT,
     request   TEXT,
     updated   REAL NOT NULL,
-    client_id TEXT
+    client_id TEXT,
+    nonce     TEXT
 )
 """
 
@@ -104,6 +105,7 @@ class Entry:
     operation: str | None
     request: dict[str, Any] | None
     client_id: str | None = None
+    nonce: str | None = None
 
 
 class Journal:
@@ -124,6 +126,8 @@ class Journal:
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             if "client_id" not in columns:  # a journal written before third-party jobs
                 db.execute("ALTER TABLE jobs ADD COLUMN client_id TEXT")
+            if "nonce" not in columns:  # a journal written before claims were journaled
+                db.execute("ALTER TABLE jobs ADD COLUMN nonce TEXT")
             db.execute(
                 "DELETE FROM jobs WHERE state = 'reported' AND updated < ?",
                 (time.time() - KEEP_REPORTED_S,),
@@ -144,6 +148,17 @@ class Journal:
         with self._lock:
             self._db.close()
 
+    def claiming(self, job_id: str, action: str, nonce: str, client_id: str | None) -> None:
+        """Record a job about to be acknowledged, with its nonce: a worker killed between
+        AcknowledgeJob and ``started`` must not leave a job nobody knows about."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO jobs (job_id, action, worker, deadline, state, updated, "
+                "client_id, nonce) VALUES (?, ?, ?, ?, 'claiming', ?, ?, ?)",
+                (job_id, action, str(self.identity), now, now, client_id, nonce),
+            )
+
     def started(
         self,
         job_id: str,
@@ -158,9 +173,12 @@ class Journal:
         now = time.time()
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO jobs (job_id, action, worker, deadline, token, "
-                "workspace, state, updated, client_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                "INSERT INTO jobs (job_id, action, worker, deadline, token, workspace, state, "
+                "updated, client_id) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) "
+                "ON CONFLICT (job_id) DO UPDATE SET action = excluded.action, "
+                "worker = excluded.worker, deadline = excluded.deadline, token = excluded.token, "
+                "workspace = excluded.workspace, state = 'running', updated = excluded.updated, "
+                "client_id = excluded.client_id",
                 (
                     job_id,
                     action,
@@ -200,7 +218,7 @@ class Journal:
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT job_id, action, worker, deadline, token, child, workspace, state, "
-                "operation, request, client_id FROM jobs "
+                "operation, request, client_id, nonce FROM jobs "
                 "WHERE state != 'reported' AND worker != ?",
                 (str(self.identity),),
             ).fetchall()
@@ -218,9 +236,8 @@ class Journal:
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
-    job_id, action, worker, deadline, token, child, workspace, state, operation, request, client = (
-        row
-    )
+    job_id, action, worker, deadline, token, child, workspace, state, operation, request = row[:10]
+    client_id, nonce = row[10:]
     return Entry(
         job_id=job_id,
         action=action,
@@ -232,5 +249,6 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         state=state,
         operation=operation,
         request=json.loads(request) if request else None,
-        client_id=client,
+        client_id=client_id,
+        nonce=nonce,
     )

@@ -37,6 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ from cpworker.redact import SECRETS, scrub
 from cpworker.result import Continue, Failure, Result, outcome_of, resume
 from cpworker.sources.custom import CustomSource
 from cpworker.sources.jobdata import DEFAULT_CREDENTIAL_REFRESH_S, log_fields, secrets_of
-from cpworker.sources.polling import Claim, JobRef, JobSource, PolledJob
+from cpworker.sources.polling import TAKEN, Claim, JobRef, JobSource, PolledJob
 from cpworker.sources.thirdparty import NoClientToken, ThirdPartySource
 from cpworker.workspace import default_workspace_root, job_workspace, prepare_root
 
@@ -87,6 +88,8 @@ class WorkerSettings:
     drain_timeout_s         25.0        on shutdown, how long running jobs may finish
                                         (fits the 30 s stop grace of ECS and Kubernetes)
     report_timeout_s        4.0         on shutdown, the time for all hand-back reports
+    redeliver_every_s       30.0        how often a result that could not be reported
+                                        (after its retries) is sent again
     state_dir               per user    where the journal lives (must outlive the worker)
     workspace_root          per user    each job works in ``<root>/<job id>-<random>``;
                                         default ``<tmp>/cpworker-<uid>``, refused if
@@ -105,6 +108,7 @@ class WorkerSettings:
     poll_interval_max_s: float = 10.0
     drain_timeout_s: float = 25.0
     report_timeout_s: float = 4.0
+    redeliver_every_s: float = 30.0
     state_dir: Path = field(default_factory=default_state_dir)
     workspace_root: Path = field(default_factory=default_workspace_root)
     keep_workspace: bool = False
@@ -122,6 +126,16 @@ class WorkerSettings:
             raise ValueError("need 0 < poll_interval_min_s <= poll_interval_max_s")
         if self.isolation not in ("process", "thread"):
             raise ValueError(f"isolation={self.isolation!r} is invalid: use process or thread")
+
+
+@dataclass(frozen=True)
+class _Undelivered:
+    """A decided result that could not be reported yet."""
+
+    ref: JobRef
+    log: JobLogger
+    operation: str
+    request: dict[str, Any]
 
 
 class _InFlight:
@@ -199,6 +213,7 @@ class Worker:
         self._stopping = threading.Event()
         self._slots = threading.Condition()
         self._running: dict[str, _InFlight] = {}
+        self._undelivered: dict[str, _Undelivered] = {}
         self._identity = Identity.of(os.getpid())
         self._journal: Journal | None = None
         if self.settings.isolation == "process":
@@ -229,6 +244,10 @@ class Worker:
             )
             self._runner.prepare()
             self._recover()
+            redelivery = threading.Thread(
+                target=self._redeliver, name="cpworker-redelivery", daemon=True
+            )
+            redelivery.start()
             idle = 0
             rotation = itertools.cycle(self.specs)
             while not self._stopping.is_set():
@@ -237,6 +256,7 @@ class Worker:
                 if idle:
                     self._stopping.wait(self._idle_delay(idle))
             self._drain()
+            redelivery.join(timeout=self.settings.report_timeout_s)
         finally:
             self._runner.close()
             self._journal.close()
@@ -314,9 +334,10 @@ class Worker:
         """Claim the job, then run it; a job that cannot be read is failed alone, so that
         it is not polled again for ever."""
         try:
-            claim = flight.polled.claim(flight.log)
+            claim = flight.polled.claim(flight.log, partial(self._claiming, flight))
             if claim is None:
                 flight.claim_report()  # nothing to report for a job that is not ours
+                self._journal_of().reported(flight.polled.id)
                 return
             if not flight.hold(claim):
                 self._give_back(flight.spec, claim, flight.log, flight.started)
@@ -339,6 +360,13 @@ class Worker:
                 )
         finally:
             self._release(flight)
+
+    def _journal_of(self) -> Journal:
+        assert self._journal is not None, "the journal opens when the worker runs"
+        return self._journal
+
+    def _claiming(self, flight: _InFlight, nonce: str, client_id: str | None) -> None:
+        self._journal_of().claiming(flight.polled.id, flight.spec.name, nonce, client_id)
 
     def _run(self, flight: _InFlight, ref: JobRef, envelope: JobEnvelope) -> None:
         """Run the job's handler with its deadline and report its outcome.
@@ -466,12 +494,15 @@ class Worker:
                 self._send(ref, job_log, Failure(message), policy, started)
                 return
             else:
-                # Loud on purpose: the pipeline waits for the job timeout, unless a
-                # restarted worker sends this journaled result again.
+                # Loud on purpose: until it lands, the pipeline waits. The worker tries
+                # again every redeliver_every_s, and a restarted worker sends the
+                # journaled result again.
                 job_log.critical(
                     "could not report the result",
                     extra={"outcome": outcome, "error": code or repr(exc)},
                 )
+                with self._slots:
+                    self._undelivered[ref.id] = _Undelivered(ref, job_log, operation, request)
                 return
         else:
             fields: dict[str, Any] = {"outcome": outcome, "delivery": delivery.value}
@@ -480,6 +511,19 @@ class Worker:
             job_log.info("result reported", extra=fields)
         if self._journal is not None:
             self._journal.reported(ref.id)
+
+    def _redeliver(self) -> None:
+        """Send the results that could not be reported again, every ``redeliver_every_s``,
+        until they land or the job is gone (one pass more when the worker stops)."""
+        while True:
+            stopping = self._stopping.wait(self.settings.redeliver_every_s)
+            with self._slots:
+                waiting, self._undelivered = list(self._undelivered.values()), {}
+            for item in waiting:
+                item.log.info("sending a result that could not be reported again")
+                self._deliver(item.ref, item.log, item.operation, item.request, "redelivered")
+            if stopping:
+                return
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -551,6 +595,13 @@ class Worker:
             if ref is None:
                 continue
             with SECRETS.active(ref.secrets()):
+                if entry.state == "claiming":
+                    ours = self._was_claimed(ref, entry, job_log)
+                    if ours is None:
+                        continue  # unknown: the entry waits for the next start
+                    if not ours:
+                        self._journal.reported(entry.job_id)
+                        continue
                 if entry.operation and entry.request is not None:
                     job_log.warning("sending the result a stopped worker had decided")
                     self._deliver(ref, job_log, entry.operation, entry.request, "recovered")
@@ -560,6 +611,23 @@ class Worker:
                     extra={"dead_worker": str(entry.worker)},
                 )
                 self._send(ref, job_log, self._orphan_result(entry))
+
+    def _was_claimed(self, ref: JobRef, entry: Entry, job_log: JobLogger) -> bool | None:
+        """Whether a job a dead worker was acknowledging is its own to resolve: acknowledged
+        again with the journaled nonce, it is ``InProgress``; InvalidNonce means CodePipeline
+        gave it to another worker, a final status that it has ended. ``None``: cannot tell."""
+        try:
+            status = ref.acknowledge(self.api, entry.nonce or "")
+        except Exception as exc:  # noqa: BLE001 - each case is logged
+            code = error_code(exc)
+            if code in TAKEN or code == "InvalidJobStateException":
+                job_log.info("a job a stopped worker was claiming went to another worker",
+                             extra={"error": code})  # fmt: skip
+                return False
+            job_log.error("cannot check a job a stopped worker was claiming",
+                          extra={"error": code or repr(exc)})  # fmt: skip
+            return None
+        return status == "InProgress"
 
     def _reopen(self, entry: Entry, job_log: JobLogger) -> JobRef | None:
         """The journaled job's ref from its source; a third-party job's token is resolved

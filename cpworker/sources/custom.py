@@ -14,7 +14,7 @@ from cpworker.logs import JobLogger, logger
 from cpworker.model import JobEnvelope
 from cpworker.result import Result
 from cpworker.sources.jobdata import log_fields
-from cpworker.sources.polling import Claim, PolledJob, attempt
+from cpworker.sources.polling import BeforeAck, Claim, PolledJob, attempt
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class CustomRef:
     ) -> Delivery:
         return api.put_request(self.id, operation, request, policy)
 
+    def acknowledge(self, api: CodePipelineAPI, nonce: str) -> str:
+        return api.acknowledge_job(self.id, nonce)
+
 
 @dataclass(frozen=True)
 class _Polled:
@@ -60,8 +63,9 @@ class _Polled:
     def fields(self) -> Mapping[str, Any]:
         return log_fields(self.job) if isinstance(self.job, JobEnvelope) else {"job_id": self.id}
 
-    def claim(self, log: JobLogger) -> Claim | None:
+    def claim(self, log: JobLogger, before_ack: BeforeAck) -> Claim | None:
         """AcknowledgeJob with the nonce; InvalidNonce means another worker has it."""
+        before_ack(self.nonce, None)
         status = attempt(lambda: self.api.acknowledge_job(self.id, self.nonce), log, "acknowledge")
         if status is None:
             return None

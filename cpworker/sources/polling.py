@@ -5,7 +5,8 @@ for either.
 * ``JobSource.poll`` asks for up to N jobs of one action, without claiming them;
 * ``PolledJob.claim`` claims one: acknowledges it (a third-party job: resolves its client
   token and reads its details first) and hands back a ``Claim``, or ``None`` when the job
-  is not this worker's to run (logged once);
+  is not this worker's to run (logged once); the worker journals the nonce just before
+  the acknowledgement;
 * a ``JobRef`` reads and reports that job; it is picklable, so the job's process can
   renew its credentials with it, and it is what the journal rebuilds on restart
   (``JobSource.reopen``).
@@ -25,6 +26,7 @@ from cpworker.model import JobEnvelope
 from cpworker.result import Result
 
 T = TypeVar("T")
+BeforeAck = Callable[[str, str | None], None]
 TAKEN = frozenset({"InvalidNonceException", "JobNotFoundException"})
 
 
@@ -59,6 +61,10 @@ class JobRef(Protocol):
     ) -> Delivery:
         """Send a ``request``'s result for this job."""
 
+    def acknowledge(self, api: CodePipelineAPI, nonce: str) -> str:
+        """Acknowledge the job again with the nonce it was claimed with; its status then,
+        or InvalidNonce when CodePipeline gave it to another worker since."""
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -79,8 +85,12 @@ class PolledJob(Protocol):
     def fields(self) -> Mapping[str, Any]:
         """What the log lines about the job carry before it is claimed."""
 
-    def claim(self, log: JobLogger) -> Claim | None:
-        """Claim the job, or ``None`` (logged) when it is not this worker's to run."""
+    def claim(self, log: JobLogger, before_ack: BeforeAck) -> Claim | None:
+        """Claim the job, or ``None`` (logged) when it is not this worker's to run.
+
+        ``before_ack(nonce, client_id)`` runs just before the acknowledgement, so that the
+        journal knows the job before CodePipeline counts it as taken.
+        """
 
 
 class JobSource(Protocol):

@@ -40,7 +40,7 @@ from cpworker.logs import JobLogger
 from cpworker.model import JobEnvelope, ThirdPartyJob
 from cpworker.redact import SECRETS
 from cpworker.result import Failure, Result, Success
-from cpworker.sources.polling import Claim, PolledJob, attempt
+from cpworker.sources.polling import BeforeAck, Claim, PolledJob, attempt
 
 OPERATIONS = {
     "PutJobSuccessResult": "PutThirdPartyJobSuccessResult",
@@ -122,6 +122,9 @@ class ThirdPartyRef:
         token = self.client_token.get_secret_value()
         return api.put_request(self.id, operation, request, policy, client_token=token)
 
+    def acknowledge(self, api: CodePipelineAPI, nonce: str) -> str:
+        return api.acknowledge_third_party_job(self.id, nonce, self.client_token.get_secret_value())
+
 
 @dataclass(frozen=True)
 class _Polled:
@@ -139,7 +142,7 @@ class _Polled:
     def fields(self) -> Mapping[str, Any]:
         return {"job_id": self.id, "client_id": self.job.client_id}
 
-    def claim(self, log: JobLogger) -> Claim | None:
+    def claim(self, log: JobLogger, before_ack: BeforeAck) -> Claim | None:
         """Resolve the client token, read the job and its nonce, acknowledge it."""
         try:
             token = client_token(self.tokens, self.job.client_id)
@@ -156,6 +159,7 @@ class _Polled:
                 log.error("job cannot be claimed: GetThirdPartyJobDetails gave no nonce")
                 return None
             nonce = job.nonce
+            before_ack(nonce, self.job.client_id)
             status = attempt(
                 lambda: self.api.acknowledge_third_party_job(self.id, nonce, token),
                 log,

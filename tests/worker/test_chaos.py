@@ -253,12 +253,6 @@ def running_handlers(chaos: Chaos, worker: Serve) -> set[str]:
     return worker.held() & set(chaos.started_handlers())
 
 
-def all_running(chaos: Chaos, worker: Serve) -> bool:
-    """``worker`` holds jobs, and the handler of each has started (so each is journaled)."""
-    held = worker.held()
-    return bool(held) and held <= set(chaos.started_handlers())
-
-
 def test_kill_9_at_random_moments_loses_hangs_and_doubles_no_job(chaos: Chaos) -> None:
     rng = random.Random()
     worker = chaos.serve()
@@ -266,16 +260,10 @@ def test_kill_9_at_random_moments_loses_hangs_and_doubles_no_job(chaos: Chaos) -
     chaos.start(10, Seconds="2", Steps="1")
     held: set[str] = set()
     for _ in range(2):
-        # A random moment while handlers run, and none is between AcknowledgeJob and its
-        # journal entry: a kill there is a known gap of the worker (bench/chaos.py R1
-        # counts what it costs), which this test does not cover yet.
+        # A random moment once the worker holds a job: claiming, acknowledging, starting
+        # its handler or running it.
+        wait_until(lambda worker=worker: bool(worker.held()), 30.0, lambda: "no job", worker)
         time.sleep(rng.uniform(0.0, 0.3))
-        wait_until(
-            lambda worker=worker: all_running(chaos, worker),
-            30.0,
-            lambda: "no job started",
-            worker,
-        )
         worker.signal(signal.SIGKILL)
         victim_held = worker.held()
         held |= victim_held
@@ -345,7 +333,4 @@ def test_throttling_5xx_and_resets_on_every_request_end_each_job_once(
     assert set(received) == {1}
     retried = [x for w in workers for x in w.lines() if x["message"].startswith("Retrying")]
     assert retried, "faults were injected"
-    # Jobs fail only where S3 itself gave up (the artifact client's own retries).
-    assert chaos.statuses()["Succeeded"] + chaos.statuses()["Failed"] == 10
-    for message in chaos.failures():
-        assert message.startswith(("could not download input", "could not upload output")), message
+    assert chaos.statuses() == {"Succeeded": 10}, chaos.failures()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import uuid
@@ -24,6 +25,7 @@ from cpw_fault_apps import app as fault_app
 from pytest_mock import MockerFixture
 
 from cpworker.api import CodePipelineAPI, RetryPolicy
+from cpworker.journal import Identity, Journal
 from cpworker.local.faults import FaultSettings
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
@@ -140,13 +142,13 @@ def test_a_malformed_job_is_failed_alone_and_the_rest_of_its_batch_runs(
 def test_a_success_refused_for_good_becomes_a_failure_that_says_why(
     start_pipeline: StartPipeline, worker: StartWorker, mocker: MockerFixture
 ) -> None:
-    run = start_pipeline("CpwHang", {"Tag": "quick"})
     instance = serve(worker, "hang")
     refusal = ClientError(
         {"Error": {"Code": "ValidationException", "Message": "summary is not allowed here"}},
         "PutJobSuccessResult",
     )
     mocker.patch.object(instance.api.client, "put_job_success_result", side_effect=refusal)
+    run = start_pipeline("CpwHang", {"Tag": "quick"})
     assert run.wait()["status"] == "Failed"
     error = run.action_state()["errorDetails"]
     assert error["code"] == "JobFailed"
@@ -222,26 +224,38 @@ def test_a_poll_that_raises_is_logged_and_polling_goes_on(
     assert failures[0].__dict__["error"] == "RuntimeError('a bug in a dependency')"
 
 
-def test_a_report_that_cannot_be_sent_is_critical_and_stays_in_the_journal(
+def test_a_report_that_cannot_be_sent_is_critical_journaled_and_sent_again_later(
     start_pipeline: StartPipeline,
     worker: StartWorker,
     mocker: MockerFixture,
     caplog: pytest.LogCaptureFixture,
     state_dir: Path,
 ) -> None:
+    # Given a worker whose reports cannot reach CodePipeline for a while
+    instance = serve(worker, "hang", redeliver_every_s=0.5)
+    real_put = instance.api.client.put_job_success_result
+    unreachable = threading.Event()
+    unreachable.set()
+
+    def put(**request: Any) -> Any:
+        if unreachable.is_set():
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        return real_put(**request)
+
+    mocker.patch.object(instance.api.client, "put_job_success_result", side_effect=put)
     run = start_pipeline("CpwHang", {"Tag": "quick"})
-    instance = serve(worker, "hang")
-    mocker.patch.object(
-        instance.api.client,
-        "put_job_success_result",
-        side_effect=EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
-    )
+    # Then, after its retries, the report is CRITICAL and the result stays journaled
     critical = until(lambda: [r for r in caplog.records if r.levelno == logging.CRITICAL])
     assert critical[0].getMessage() == "could not report the result"
     assert run.action_state()["status"] == "InProgress"
     with sqlite3.connect(state_dir / "journal.sqlite3") as db:
         rows = db.execute("SELECT state, operation FROM jobs").fetchall()
     assert rows == [("decided", "PutJobSuccessResult")], "a restart sends it again"
+    # And once CodePipeline can be reached again, the live worker sends it
+    unreachable.clear()
+    assert run.wait()["status"] == "Succeeded"
+    with sqlite3.connect(state_dir / "journal.sqlite3") as db:
+        assert db.execute("SELECT state FROM jobs").fetchall() == [("reported",)]
 
 
 def test_invalid_nonce_means_another_worker_has_the_job(
@@ -367,3 +381,69 @@ def test_shutdown_abandons_a_poll_that_is_being_retried(
     finally:
         local.set_faults(None)
     assert not [r for r in caplog.records if r.getMessage() == "polling failed"]
+
+
+def _claim_as_a_dead_worker(
+    codepipeline: Any, state_dir: Path, run: Run, *, acknowledge: bool
+) -> dict[str, Any]:
+    """Poll ``run``'s job and journal its claim as a worker that has since died (as if it
+    was killed between the journal entry and AcknowledgeJob, or just after it)."""
+    type_id = {"category": "Test", "owner": "Custom", "provider": "CpwHang", "version": "1"}
+    job = until(lambda: codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=1)["jobs"])[0]
+    assert job["data"]["pipelineContext"]["pipelineName"] == run.name
+    dead = Identity(socket.gethostname(), 2**22 + 7, "0")  # no such process
+    journal = Journal(state_dir, dead)
+    journal.claiming(job["id"], "hang", job["nonce"], None)
+    journal.close()
+    if acknowledge:
+        codepipeline.acknowledge_job(jobId=job["id"], nonce=job["nonce"])
+    return job
+
+
+def test_a_job_acknowledged_by_a_worker_that_died_before_running_it_is_resolved(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    aws: Callable[..., Any],
+    state_dir: Path,
+) -> None:
+    run = start_pipeline("CpwHang", {"Tag": "quick"})
+    _claim_as_a_dead_worker(aws("codepipeline"), state_dir, run, acknowledge=True)
+    serve(worker, "hang")
+    assert run.wait()["status"] == "Failed"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "SystemUnavailable"
+    assert error["message"].startswith("the worker stopped unexpectedly while running this job")
+
+
+def test_a_claim_that_went_to_another_worker_is_left_to_it(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    aws: Callable[..., Any],
+    local: LocalCodePipeline,
+    state_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a dead worker's claim whose job CodePipeline then gave to another worker
+    original = local.engine.settings.redispatch_after_s
+    local.engine.configure(redispatch_after_s=0.2)
+    try:
+        codepipeline = aws("codepipeline")
+        run = start_pipeline("CpwHang", {"Tag": "quick"})
+        first = _claim_as_a_dead_worker(codepipeline, state_dir, run, acknowledge=False)
+        type_id = first["data"]["actionTypeId"]
+        again = until(
+            lambda: codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=1)["jobs"]
+        )[0]
+        codepipeline.acknowledge_job(jobId=again["id"], nonce=again["nonce"])
+    finally:
+        local.engine.configure(redispatch_after_s=original)
+    # When a worker starts on the dead worker's journal
+    serve(worker, "hang")
+    until(lambda: [r for r in caplog.records if "went to another worker" in r.getMessage()])
+    # Then it leaves the job to the worker that has it, which finishes it
+    assert run.action_state()["status"] == "InProgress"
+    codepipeline.put_job_success_result(
+        jobId=again["id"], executionDetails={"summary": "finished by the other worker"}
+    )
+    assert run.wait()["status"] == "Succeeded"
+    assert run.action_state()["summary"] == "finished by the other worker"
