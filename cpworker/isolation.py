@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import multiprocessing
 import os
@@ -28,8 +29,10 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, Protocol
 
 from cpworker.api import CodePipelineAPI, codepipeline_client
@@ -51,6 +54,8 @@ from cpworker.sources.polling import JobRef
 
 Isolation = Literal["process", "thread"]
 _PR_SET_PDEATHSIG = 1
+_MAIN_HIDDEN = threading.Lock()
+PREFORK_ENV = "CPWORKER_PREFORK"
 _LOG, _RESULT = "log", "result"
 
 
@@ -252,10 +257,8 @@ class ProcessRunner:
 
     def __init__(self, specs: Sequence[ActionSpec], spares: int = 2) -> None:
         self._context = multiprocessing.get_context("forkserver")
-        modules = {"cpworker.prefork"} | {spec.handler.__module__ for spec in specs}
-        # "__main__" first: imported once in the forkserver, so that no child imports
-        # the main module again (multiprocessing would, for each one).
-        self._context.set_forkserver_preload(["__main__", *sorted(modules)])
+        self._modules = sorted({spec.handler.__module__ for spec in specs} - {"__main__"})
+        self._context.set_forkserver_preload(["cpworker.prefork"])
         self.stopping = self._context.Event()
         self._wanted = spares
         self._spares: list[_Spare] = []
@@ -284,10 +287,26 @@ class ProcessRunner:
         process = self._context.Process(
             target=_child_main, args=(tasks_in, results_out, self.stopping), name="cpworker-job"
         )
-        process.start()
+        with _MAIN_HIDDEN:
+            self._start_forkserver()
+            # Without a main module to name, a child does not run ours again (as
+            # multiprocessing would, for each one): handlers come from modules.
+            main, sys.modules["__main__"] = sys.modules["__main__"], ModuleType("__main__")
+            try:
+                process.start()
+            finally:
+                sys.modules["__main__"] = main
         tasks_in.close()
         results_out.close()
         return _Spare(process, tasks_out, results_in)
+
+    def _start_forkserver(self) -> None:
+        """Start the forkserver (once), telling cpworker.prefork what to import."""
+        os.environ[PREFORK_ENV] = json.dumps({"path": sys.path, "modules": self._modules})
+        try:
+            forkserver.ensure_running()
+        finally:
+            del os.environ[PREFORK_ENV]
 
     def _refill(self) -> None:
         """Fork spares until there are enough again (one refill at a time)."""

@@ -690,10 +690,12 @@ def _check_picklable(specs: Sequence[ActionSpec]) -> None:
     """Process isolation sends the action to a child: refuse, at start, one that cannot go."""
     for spec in specs:
         try:
+            if spec.handler.__module__ == "__main__":
+                raise TypeError("it is defined in the script run as __main__")
             pickle.dumps(spec)
         except Exception as exc:  # noqa: BLE001 - reported with its fix
             raise ValueError(
                 f"action {spec.name!r} cannot run in a child process ({type(exc).__name__}: "
-                f"{exc}); define its handler and config model at module level, or use "
-                "isolation='thread'"
+                f"{exc}); define its handler and config model at module level in an "
+                "importable module, or use isolation='thread'"
             ) from None
