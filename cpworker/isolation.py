@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -55,6 +56,7 @@ from cpworker.sources.polling import JobRef
 Isolation = Literal["process", "thread"]
 _PR_SET_PDEATHSIG = 1
 _MAIN_HIDDEN = threading.Lock()
+STOP_SIGNAL = signal.SIGUSR1
 PREFORK_ENV = "CPWORKER_PREFORK"
 _LOG, _RESULT = "log", "result"
 
@@ -202,12 +204,48 @@ def kill_session(sid: int) -> None:
                 os.kill(int(entry), signal.SIGKILL)
 
 
+class StopSignal:
+    """The worker's stop flag as job processes see it: setting it sends each running
+    child ``SIGUSR1``, which sets the child's own flag (``job.is_shutting_down()``). A
+    signal, unlike a shared semaphore, leaves nothing behind when a worker is killed."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+        self._lock = threading.Lock()
+        self._pids: set[int] = set()
+
+    def is_set(self) -> bool:
+        return self._flag.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag.set()
+            pids = list(self._pids)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, STOP_SIGNAL)
+
+    def watch(self, pid: int) -> None:
+        with self._lock:
+            self._pids.add(pid)
+
+    def forget(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+
 class ProcessRun:
     """A handler in a child process, reading its logs and result as they come."""
 
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+    def __init__(
+        self,
+        process: multiprocessing.process.BaseProcess,
+        conn: Connection,
+        ended: Callable[[], None],
+    ) -> None:
         self._process = process
         self._conn = conn
+        self._ended = ended
         self._result: Result | None = None
         self.pid: int | None = process.pid
 
@@ -222,6 +260,7 @@ class ProcessRun:
                 continue
             self._process.join(timeout=None if self._result is None else 10.0)
             self._conn.close()
+            self._ended()
             if self._result is not None:
                 self.kill()  # whatever the handler left running
                 return Ended(self._result)
@@ -259,7 +298,7 @@ class ProcessRunner:
         self._context = multiprocessing.get_context("forkserver")
         self._modules = sorted({spec.handler.__module__ for spec in specs} - {"__main__"})
         self._context.set_forkserver_preload(["cpworker.prefork"])
-        self.stopping = self._context.Event()
+        self.stopping = StopSignal()
         self._wanted = spares
         self._spares: list[_Spare] = []
         self._lock = threading.Lock()
@@ -273,19 +312,22 @@ class ProcessRunner:
             if spare is None:
                 spare = self._fork()
             threading.Thread(target=self._refill, name="cpworker-spares", daemon=True).start()
+            pid = spare.process.pid or 0
+            self.stopping.watch(pid)
             try:
-                spare.tasks.send(task)
+                spare.tasks.send((task, self.stopping.is_set()))
             except OSError:  # the spare died while it waited: take another
+                self.stopping.forget(pid)
                 spare.discard()
                 continue
             spare.tasks.close()
-            return ProcessRun(spare.process, spare.results)
+            return ProcessRun(spare.process, spare.results, partial(self.stopping.forget, pid))
 
     def _fork(self) -> _Spare:
         tasks_in, tasks_out = self._context.Pipe(duplex=False)
         results_in, results_out = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=_child_main, args=(tasks_in, results_out, self.stopping), name="cpworker-job"
+            target=_child_main, args=(tasks_in, results_out), name="cpworker-job"
         )
         with _MAIN_HIDDEN:
             self._start_forkserver()
@@ -419,14 +461,19 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _child_main(tasks: Connection, conn: Connection, stopping: Flag) -> None:
+def _child_main(tasks: Connection, conn: Connection) -> None:
+    stopping = threading.Event()
+    signal.signal(STOP_SIGNAL, lambda _signum, _frame: stopping.set())
     os.setsid()
     _die_with_parent()
     try:
-        task: JobTask = tasks.recv()
+        received: tuple[JobTask, bool] = tasks.recv()
     except EOFError:  # a spare the worker no longer needs
         os._exit(0)
     tasks.close()
+    task, stopped = received
+    if stopped:
+        stopping.set()
     os.environ.clear()
     os.environ.update(task.environ)
     forward = _Forward(conn)

@@ -17,10 +17,11 @@ import gc
 import importlib
 import json
 import os
+import signal
 import sys
 
 from cpworker.artifacts import artifact_s3_client
-from cpworker.isolation import PREFORK_ENV, run_job
+from cpworker.isolation import PREFORK_ENV, STOP_SIGNAL, run_job
 from cpworker.sources import custom, thirdparty
 
 _wanted = json.loads(os.environ.get(PREFORK_ENV) or "{}")
@@ -38,6 +39,10 @@ artifact_s3_client(
     region="us-east-1",
     endpoint_url="http://127.0.0.1:9",
 )
+
+# A job process sets its own handler for the stop signal first thing; until then the
+# signal must not kill it (its default action would).
+signal.signal(STOP_SIGNAL, signal.SIG_IGN)
 
 gc.collect()
 gc.freeze()
