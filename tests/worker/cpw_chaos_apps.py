@@ -18,8 +18,10 @@ from cpworker import ActionApp, Continue, Job, Success, prop
 
 app = ActionApp()
 
-CHAOS_TIMEOUT_S = 10.0
-"""The chaos action's deadline per step: the "hung" bound of the chaos runs is built on it."""
+CHAOS_TIMEOUT_S = 30.0
+"""The chaos action's deadline per step: the "hung" bound of the chaos runs is built on it.
+Long enough for the S3 client's backoff (8 tries, up to 20 s apart) under R3's faults:
+at 10 s, one job in ten timed out there."""
 
 
 @app.action(category="Test", provider="CpwNoop", inputs=(0, 1), outputs=(0, 0))
