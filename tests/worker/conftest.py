@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cpw_test_apps import app
 
-from cpworker import ActionApp, testing
+from cpworker import ActionApp, ActionSpec, testing
 from cpworker.api import CodePipelineAPI, RetryPolicy
 from cpworker.client_tokens import ClientTokens
 from cpworker.local.server import LocalCodePipeline
@@ -28,6 +28,7 @@ DEFAULT_SOURCE = {"README.md": "hello\n", "src/main.py": "print('hi')\n"}
 
 
 Run = PipelineRun
+Executor = Callable[..., dict[str, Any]]
 
 
 def local_codepipeline(local: LocalCodePipeline, **options: Any) -> Any:
@@ -93,6 +94,33 @@ def start_pipeline(aws: Callable[..., Any], registered: None) -> Callable[..., R
         )
 
     return start
+
+
+@pytest.fixture
+def executor(local: LocalCodePipeline, function: Callable[..., str]) -> Executor:
+    """Factory: the app action ``spec`` declared as a ThirdParty type (its definition file,
+    with a provider of its own) whose Lambda executor is the function ``ref``; returns a
+    pipeline action of that type."""
+
+    def make(
+        spec: ActionSpec,
+        ref: str,
+        configuration: dict[str, str],
+        outputs: tuple[str, ...] = (),
+        **function_options: Any,
+    ) -> dict[str, Any]:
+        name = function(ref, **function_options)
+        definition = spec.action_type_definition(
+            f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        )
+        declared = definition["actionType"]
+        declared["id"]["provider"] = f"{spec.type_id.provider[:20]}-{uuid.uuid4().hex[:8]}"
+        local.engine.register_action_type(declared)
+        action = custom_action("Act", provider="-", configuration=configuration, outputs=outputs)
+        action["actionTypeId"] = declared["id"]
+        return action
+
+    return make
 
 
 def until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:

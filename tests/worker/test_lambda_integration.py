@@ -8,19 +8,16 @@ import io
 import logging
 import re
 import time
-import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS_DIR, Run
+from conftest import APPS_DIR, Executor, Run
 from cpw_test_apps import app as test_app
 
-from cpworker.app import ActionSpec
-from cpworker.local.server import LocalCodePipeline
-from cpworker.testing import custom_action, zip_bytes
+from cpworker.testing import zip_bytes
 from handlers.build import app as build_app
 
 APPS = APPS_DIR / "cpw_test_apps.py"
@@ -28,34 +25,6 @@ PROJECT = {
     "build.sh": "mkdir -p dist && wc -w < words.txt > dist/count.txt && echo built\n",
     "words.txt": "one two three\n",
 }
-Executor = Callable[..., dict[str, Any]]
-
-
-@pytest.fixture
-def executor(local: LocalCodePipeline, function: Callable[..., str]) -> Executor:
-    """Factory: the app action ``spec`` declared as a ThirdParty type (its definition file,
-    with a provider of its own) whose Lambda executor is the function ``ref``; returns a
-    pipeline action of that type."""
-
-    def make(
-        spec: ActionSpec,
-        ref: str,
-        configuration: dict[str, str],
-        outputs: tuple[str, ...] = (),
-        **function_options: Any,
-    ) -> dict[str, Any]:
-        name = function(ref, **function_options)
-        definition = spec.action_type_definition(
-            f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-        )
-        declared = definition["actionType"]
-        declared["id"]["provider"] = f"{spec.type_id.provider[:20]}-{uuid.uuid4().hex[:8]}"
-        local.engine.register_action_type(declared)
-        action = custom_action("Act", provider="-", configuration=configuration, outputs=outputs)
-        action["actionTypeId"] = declared["id"]
-        return action
-
-    return make
 
 
 @pytest.fixture
