@@ -62,26 +62,12 @@ ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "worker"
 sys.path.insert(0, str(APPS))
 
-from cpw_chaos_apps import CHAOS_TIMEOUT_S, app  # noqa: E402
+from cpw_chaos_apps import CHAOS_TIMEOUT_S, FINAL, RESOLVED, TAKEN_OVER, app  # noqa: E402
 
 from cpworker.local.private import call_private  # noqa: E402
 from cpworker.testing import custom_action, pipeline_declaration, upload_source, zip_bytes  # noqa: E402
 
 REGION = "us-east-1"
-FINAL = frozenset({"Succeeded", "Failed", "TimedOut"})
-RESOLVED = frozenset(
-    {
-        "result reported",
-        "the job had already ended in CodePipeline (timed out, or stopped) "
-        "before its result arrived",
-    }
-)
-TAKEN_OVER = frozenset(
-    {
-        "resolving a job of a worker that stopped unexpectedly",
-        "sending the result a stopped worker had decided",
-    }
-)
 SAMPLE_S = 0.5
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 import uuid
@@ -142,6 +143,19 @@ def stopped(pid: int) -> bool:
     except OSError:
         return True
     return state == "Z"
+
+
+def assert_failed_by_the_timeout_trap(run: PipelineRun, started: float) -> None:
+    """``run``'s Lambda action failed promptly, answered by the timeout trap (1 s margin),
+    not by Lambda killing it at the timeout nor by the end of the reply window."""
+    assert run.wait(timeout_s=30)["status"] == "Failed"
+    assert time.monotonic() - started < 15, "answered by the trap, not at the timeout"
+    error = run.action_state()["errorDetails"]
+    assert error["code"] == "JobFailed"
+    assert re.fullmatch(
+        r"timed out after \d s, 1 s before the Lambda timeout; use a continuation for long work",
+        error["message"],
+    ), error["message"]
 
 
 def fast_settings(root: Path, **overrides: Any) -> WorkerSettings:

@@ -18,6 +18,22 @@ from cpworker import ActionApp, Continue, Job, Success, prop
 
 app = ActionApp()
 
+# What the chaos runs (bench/chaos.py, test_chaos.py) read in the emulator and the logs.
+FINAL = frozenset({"Succeeded", "Failed", "TimedOut"})
+RESOLVED = frozenset(
+    {
+        "result reported",
+        "the job had already ended in CodePipeline (timed out, or stopped) "
+        "before its result arrived",
+    }
+)
+TAKEN_OVER = frozenset(
+    {
+        "resolving a job of a worker that stopped unexpectedly",
+        "sending the result a stopped worker had decided",
+    }
+)
+
 CHAOS_TIMEOUT_S = 30.0
 """The chaos action's deadline per step: the "hung" bound of the chaos runs is built on it.
 Long enough for the S3 client's backoff (8 tries, up to 20 s apart) under R3's faults:

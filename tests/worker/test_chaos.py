@@ -22,7 +22,7 @@ from typing import IO, Any
 import boto3
 import pytest
 from conftest import APPS_DIR
-from cpw_chaos_apps import CHAOS_TIMEOUT_S, app
+from cpw_chaos_apps import CHAOS_TIMEOUT_S, FINAL, RESOLVED, TAKEN_OVER, app
 
 from cpworker.local.engine import EngineSettings
 from cpworker.local.faults import FaultSettings
@@ -33,20 +33,6 @@ from cpworker.testing import custom_action, pipeline_declaration, upload_source,
 pytestmark = pytest.mark.e2e
 
 POLL_MAX_S = 0.5
-FINAL = frozenset({"Succeeded", "Failed", "TimedOut"})
-RESOLVED = frozenset(
-    {
-        "result reported",
-        "the job had already ended in CodePipeline (timed out, or stopped) "
-        "before its result arrived",
-    }
-)
-TAKEN_OVER = frozenset(
-    {
-        "resolving a job of a worker that stopped unexpectedly",
-        "sending the result a stopped worker had decided",
-    }
-)
 
 
 @pytest.fixture(scope="module")
