@@ -148,15 +148,18 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def claiming(self, job_id: str, action: str, nonce: str, client_id: str | None) -> None:
-        """Record a job about to be acknowledged, with its nonce: a worker killed between
-        AcknowledgeJob and ``started`` must not leave a job nobody knows about."""
+    def claiming(
+        self, job_id: str, action: str, nonce: str, client_id: str | None, token: str | None
+    ) -> None:
+        """Record a job about to be acknowledged, with its nonce and the continuation token
+        it carries: a worker killed between AcknowledgeJob and ``started`` must not leave
+        a job nobody knows about, nor lose the step's state when it is handed back."""
         now = time.time()
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO jobs (job_id, action, worker, deadline, state, updated, "
-                "client_id, nonce) VALUES (?, ?, ?, ?, 'claiming', ?, ?, ?)",
-                (job_id, action, str(self.identity), now, now, client_id, nonce),
+                "INSERT OR REPLACE INTO jobs (job_id, action, worker, deadline, token, state, "
+                "updated, client_id, nonce) VALUES (?, ?, ?, ?, ?, 'claiming', ?, ?, ?)",
+                (job_id, action, str(self.identity), now, token, now, client_id, nonce),
             )
 
     def started(

@@ -365,8 +365,10 @@ class Worker:
         assert self._journal is not None, "the journal opens when the worker runs"
         return self._journal
 
-    def _claiming(self, flight: _InFlight, nonce: str, client_id: str | None) -> None:
-        self._journal_of().claiming(flight.polled.id, flight.spec.name, nonce, client_id)
+    def _claiming(
+        self, flight: _InFlight, nonce: str, client_id: str | None, token: str | None
+    ) -> None:
+        self._journal_of().claiming(flight.polled.id, flight.spec.name, nonce, client_id, token)
 
     def _run(self, flight: _InFlight, ref: JobRef, envelope: JobEnvelope) -> None:
         """Run the job's handler with its deadline and report its outcome.

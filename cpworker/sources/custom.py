@@ -65,7 +65,8 @@ class _Polled:
 
     def claim(self, log: JobLogger, before_ack: BeforeAck) -> Claim | None:
         """AcknowledgeJob with the nonce; InvalidNonce means another worker has it."""
-        before_ack(self.nonce, None)
+        token = self.job.data.continuation_token if isinstance(self.job, JobEnvelope) else None
+        before_ack(self.nonce, None, token)
         status = attempt(lambda: self.api.acknowledge_job(self.id, self.nonce), log, "acknowledge")
         if status is None:
             return None

@@ -26,7 +26,7 @@ from cpworker.model import JobEnvelope
 from cpworker.result import Result
 
 T = TypeVar("T")
-BeforeAck = Callable[[str, str | None], None]
+BeforeAck = Callable[[str, str | None, str | None], None]
 TAKEN = frozenset({"InvalidNonceException", "JobNotFoundException"})
 
 
@@ -88,7 +88,8 @@ class PolledJob(Protocol):
     def claim(self, log: JobLogger, before_ack: BeforeAck) -> Claim | None:
         """Claim the job, or ``None`` (logged) when it is not this worker's to run.
 
-        ``before_ack(nonce, client_id)`` runs just before the acknowledgement, so that the
+        ``before_ack(nonce, client_id, continuation_token)`` runs just before the
+        acknowledgement, so that the
         journal knows the job before CodePipeline counts it as taken.
         """
 

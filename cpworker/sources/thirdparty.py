@@ -159,7 +159,8 @@ class _Polled:
                 log.error("job cannot be claimed: GetThirdPartyJobDetails gave no nonce")
                 return None
             nonce = job.nonce
-            before_ack(nonce, self.job.client_id)
+            carried = job.data.continuation_token if isinstance(job, JobEnvelope) else None
+            before_ack(nonce, self.job.client_id, carried)
             status = attempt(
                 lambda: self.api.acknowledge_third_party_job(self.id, nonce, token),
                 log,

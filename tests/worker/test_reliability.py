@@ -393,7 +393,7 @@ def _claim_as_a_dead_worker(
     assert job["data"]["pipelineContext"]["pipelineName"] == run.name
     dead = Identity(socket.gethostname(), 2**22 + 7, "0")  # no such process
     journal = Journal(state_dir, dead)
-    journal.claiming(job["id"], "hang", job["nonce"], None)
+    journal.claiming(job["id"], "hang", job["nonce"], None, None)
     journal.close()
     if acknowledge:
         codepipeline.acknowledge_job(jobId=job["id"], nonce=job["nonce"])
@@ -447,3 +447,37 @@ def test_a_claim_that_went_to_another_worker_is_left_to_it(
     )
     assert run.wait()["status"] == "Succeeded"
     assert run.action_state()["summary"] == "finished by the other worker"
+
+
+def test_a_step_claimed_by_a_worker_that_died_is_handed_back_with_its_state(
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    aws: Callable[..., Any],
+    local: LocalCodePipeline,
+    state_dir: Path,
+    spy_dir: Path,
+) -> None:
+    # Given the second step of an on_shutdown="continue" action, acknowledged by a
+    # worker that died before it ran the handler
+    codepipeline = aws("codepipeline")
+    type_id = {"category": "Test", "owner": "Custom", "provider": "CpwHandBack", "version": "1"}
+    run = start_pipeline("CpwHandBack", {"Tag": "claimed"})
+    first = until(lambda: codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=1)["jobs"])
+    codepipeline.acknowledge_job(jobId=first[0]["id"], nonce=first[0]["nonce"])
+    codepipeline.put_job_success_result(jobId=first[0]["id"], continuationToken='{"step": 2}')
+    second = until(
+        lambda: codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=1)["jobs"]
+    )[0]
+    dead = Journal(state_dir, Identity(socket.gethostname(), 2**22 + 9, "0"))
+    dead.claiming(second["id"], "hand_back", second["nonce"], None, '{"step": 2}')
+    dead.close()
+    codepipeline.acknowledge_job(jobId=second["id"], nonce=second["nonce"])
+    (spy_dir / "attempts-claimed").write_text("the attempt that died\n")
+    # When a worker starts on its journal
+    worker("hand_back", serve=fault_app)
+    # Then the step is handed back with its state: one more job, step 2, not step 1 again
+    assert run.wait()["status"] == "Succeeded"
+    assert run.action_state()["summary"] == "finished step 2 after a hand-back"
+    counts = call_private(local.endpoint_url, "GetResultCounts", {"pipelineName": run.name})
+    (execution,) = [e for e in counts["actionExecutions"] if e["actionName"] == "Act"]
+    assert execution["steps"] == 3, "step 1, the handed-back step 2, and its re-run"
