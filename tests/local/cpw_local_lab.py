@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -34,6 +36,29 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextmanager
+def local_process(*options: str, cwd: Path | None = None) -> Iterator[tuple[Any, str, int]]:
+    """``cpworker local`` as a real process on a free port, with ``options``: yields the
+    process, its "ready" line and the port once it is ready; killed afterwards if the
+    test has not stopped it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cpworker.cli", "local", "--port", str(port), *options],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert process.stdout is not None
+        yield process, process.stdout.readline().strip(), port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def aws_cli(endpoint_url: str, *args: str) -> tuple[int, Any, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,23 +11,13 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from cpw_local_lab import free_port
+from cpw_local_lab import local_process
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_local_prints_its_endpoint_serves_and_stops_on_signal(stop_signal: int) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cpworker.cli", "local", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    try:
-        assert process.stdout is not None
-        ready = process.stdout.readline()
-        assert ready.strip() == f"cpworker local ready at http://127.0.0.1:{port}"
+    with local_process() as (process, ready, port):
+        assert ready == f"cpworker local ready at http://127.0.0.1:{port}"
         options = {
             "endpoint_url": f"http://127.0.0.1:{port}",
             "region_name": "us-east-1",
@@ -45,10 +34,6 @@ def test_local_prints_its_endpoint_serves_and_stops_on_signal(stop_signal: int) 
         assert process.wait(timeout=15) == 0
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is released"
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def test_local_refuses_a_non_loopback_host() -> None:
@@ -64,20 +49,9 @@ def test_local_refuses_a_non_loopback_host() -> None:
 
 
 def test_local_injects_the_faults_it_is_given() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "cpworker.cli", "local", "--port", str(port)),
-            *("--faults", "throttle=1,ops=ListPipelines,seed=1", "--credential-ttl", "600"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().startswith("cpworker local ready at")
+    faults = ("--faults", "throttle=1,ops=ListPipelines,seed=1", "--credential-ttl", "600")
+    with local_process(*faults) as (process, ready, port):
+        assert ready.startswith("cpworker local ready at")
         codepipeline = boto3.client(
             "codepipeline",
             endpoint_url=f"http://127.0.0.1:{port}",
@@ -92,10 +66,6 @@ def test_local_injects_the_faults_it_is_given() -> None:
         assert "actionTypes" in codepipeline.list_action_types()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
-from cpw_local_lab import Lab, free_port
+from cpw_local_lab import Lab, local_process
 
 from cpworker.local.server import LocalCodePipeline
 from cpworker.testing import custom_action, start_pipeline, zip_bytes
@@ -369,16 +369,10 @@ def test_cpworker_local_declares_action_types_from_definition_files(tmp_path: Pa
     declared = declaration("Describer", provider="CliIntegration", properties=[])
     definition = tmp_path / "action-type.json"
     definition.write_text(json.dumps({"actionType": declared}))
-    port = free_port()
-    command = [sys.executable, "-m", "cpworker.cli", "local", "--port", str(port)]
-    command += ["--action-type", str(definition)]
-    command += ["--function", "Describer=cpw_integration_functions:describe_event"]
-    process = subprocess.Popen(
-        command, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().startswith("cpworker local ready")
+    options = ("--action-type", str(definition))
+    options += ("--function", "Describer=cpw_integration_functions:describe_event")
+    with local_process(*options, cwd=HERE) as (process, ready, port):
+        assert ready.startswith("cpworker local ready")
         options = {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}
         codepipeline = boto3.client("codepipeline", **options)
 
@@ -395,10 +389,6 @@ def test_cpworker_local_declares_action_types_from_definition_files(tmp_path: Pa
         assert run.action_state()["summary"] == "described"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 @pytest.mark.parametrize(

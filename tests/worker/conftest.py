@@ -158,6 +158,18 @@ def assert_failed_by_the_timeout_trap(run: PipelineRun, started: float) -> None:
     ), error["message"]
 
 
+def assert_leaky_masked(message: str, logs: str, spy_dir: Path) -> None:
+    """What the careless ``leaky`` action (cpw_test_apps) leaked shows only as masks: its
+    failure ``message`` and the captured ``logs`` hold none of the secrets it spied."""
+    assert message.startswith("RuntimeError: login to db.internal with ****")
+    secrets = (spy_dir / "secrets").read_text().split()
+    assert len(secrets) == 4, "the password and the job's three credentials"
+    assert "logging in to db.internal with ****" in logs, "the handler's logs are captured"
+    for secret in secrets:
+        assert secret not in logs
+        assert secret not in message
+
+
 def fast_settings(root: Path, **overrides: Any) -> WorkerSettings:
     base: dict[str, Any] = {
         "concurrency": 4,
