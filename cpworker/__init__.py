@@ -3,6 +3,8 @@
 One import gives a handler author everything::
 
     from cpworker import ActionApp, Job, Success, Continue, Failure, ConfigurationError
+
+and ``handler = lambda_handler(app)`` makes the app's action a Lambda function.
 """
 
 from cpworker.app import ActionApp, ActionSettings, ActionSpec
@@ -19,6 +21,7 @@ from cpworker.errors import (
 )
 from cpworker.job import Job, current_job
 from cpworker.result import Continue, CurrentRevision, Failure, InvalidResult, Result, Success
+from cpworker.sources.lambda_entry import lambda_handler
 
 __all__ = [
     "ActionApp",
@@ -40,5 +43,6 @@ __all__ = [
     "Success",
     "SystemUnavailable",
     "current_job",
+    "lambda_handler",
     "prop",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -21,10 +21,8 @@ from cpworker.result import Continue, Failure, InvalidResult, Result, Success, b
 
 if TYPE_CHECKING:
     from cpworker.client_tokens import ClientTokens
-    from cpworker.sources.lambda_runtime import LambdaSettings
 
 Handler = Callable[[Job[Any]], Result | None]
-LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 OnTimeout = Literal["fail", "continue"]
 OnShutdown = Literal["fail", "continue"]
 Owner = Literal["Custom", "ThirdParty"]
@@ -269,35 +267,6 @@ class ActionApp:
         except KeyError:
             known = ", ".join(self._actions) or "none"
             raise KeyError(f"no action named {name!r} (known: {known})") from None
-
-    @property
-    def lambda_handler(self) -> LambdaHandler:
-        """The Lambda entry point of the app's only action (``handler = app.lambda_handler``)."""
-        if len(self) != 1:
-            names = ", ".join(self._actions) or "none"
-            raise ValueError(
-                f"the app has {len(self)} actions ({names}): use app.lambda_handler_for(name)"
-            )
-        return self.lambda_handler_for(next(iter(self._actions)))
-
-    def lambda_handler_for(
-        self, name: str, settings: LambdaSettings | None = None
-    ) -> LambdaHandler:
-        """The Lambda entry point of the action ``name``: for a Lambda invoke action (the
-        ``CodePipeline.job`` event; it reports the result) and for an action type's Lambda
-        executor (the integration model's ``jobId``/``data`` event; it returns the result).
-
-        Importing it stays cheap: the Lambda runtime (and boto3) load on the first call.
-        """
-        spec = self[name]
-
-        def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-            from cpworker.sources.lambda_entry import runtime_for
-
-            return runtime_for(event, spec, settings)(event, context)
-
-        handler.__qualname__ = handler.__name__ = f"{name}_lambda_handler"
-        return handler
 
     def select(self, names: Sequence[str] = ()) -> list[ActionSpec]:
         """The named actions (all when ``names`` is empty)."""

@@ -30,6 +30,7 @@ from cpworker import (
     JobFailed,
     Result,
     Success,
+    lambda_handler,
     prop,
 )
 
@@ -177,4 +178,4 @@ def _tmp(workspace: Path) -> Path:
 
 # The same action as a Lambda invoke action: UserParameters holds the configuration
 # as a JSON object, e.g. {"ProjectName": "web", "Command": "make", "OutputDirectory": "dist"}.
-handler = app.lambda_handler
+handler = lambda_handler(app)

@@ -47,6 +47,7 @@ from cpworker import (
     Result,
     Success,
     SystemUnavailable,
+    lambda_handler,
     prop,
 )
 
@@ -308,4 +309,4 @@ def _cloudformation() -> Any:
     return boto3.client("cloudformation", config=Config(retries={"mode": "standard"}))
 
 
-handler = app.lambda_handler
+handler = lambda_handler(app)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 
-from cpworker import ActionApp, Failure, Job, JobFailed, Result, Success
+from cpworker import ActionApp, Failure, Job, JobFailed, Result, Success, lambda_handler
 
 MAX_BODY_BYTES = 1024 * 1024  # only the first MiB of a page is searched
 MAX_TIMEOUT_SECONDS = 300.0
@@ -127,4 +127,4 @@ def _shown(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-handler = app.lambda_handler
+handler = lambda_handler(app)

@@ -13,7 +13,7 @@ import os
 import uuid
 from datetime import UTC, datetime
 
-from cpworker import ActionApp, Job, Result, Success
+from cpworker import ActionApp, Job, Result, Success, lambda_handler
 
 app = ActionApp()
 
@@ -42,4 +42,4 @@ def _region() -> str:
     return region or "unknown"
 
 
-handler = app.lambda_handler
+handler = lambda_handler(app)

@@ -165,7 +165,7 @@ def test_public_surface_is_pinned_and_sorted() -> None:
         "ActionApp", "ActionFailed", "ActionSettings", "ActionSpec", "ConfigurationError",
         "Continue", "CurrentRevision", "Failure", "FailureType", "InvalidResult", "Job",
         "JobFailed", "PermissionError", "Result", "RevisionOutOfSync", "RevisionUnavailable",
-        "Success", "SystemUnavailable", "current_job", "prop",
+        "Success", "SystemUnavailable", "current_job", "lambda_handler", "prop",
     }  # fmt: skip
     for name in cpworker.__all__:
         assert getattr(cpworker, name) is not None

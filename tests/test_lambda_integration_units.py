@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from cpworker import ActionApp, Continue, Failure, Job, PermissionError, Success, prop
+from cpworker import (
+    ActionApp,
+    Continue,
+    Failure,
+    Job,
+    PermissionError,
+    Success,
+    lambda_handler,
+    prop,
+)
 from cpworker.sources.lambda_runtime import LambdaSettings
 
 JOB_ID = "01234567-abcd-abcd-abcd-012345678910"
@@ -75,7 +84,7 @@ def _event(outcome: str, token: str | None = None, **data: Any) -> dict[str, Any
 
 
 def _invoke(event: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
-    handler = app.lambda_handler_for("deploy", LambdaSettings(workspace_root=tmp_path))
+    handler = lambda_handler(app, "deploy", LambdaSettings(workspace_root=tmp_path))
     return handler(event, _Context())
 
 
@@ -133,7 +142,7 @@ def test_the_deadline_is_at_most_the_actions_timeout_and_fifteen_minutes(tmp_pat
         return Success(summary=f"{job.remaining():.3f}")
 
     settings = LambdaSettings(timeout_margin_s=0.5, workspace_root=tmp_path)
-    answer = quick.lambda_handler_for("slow", settings)(_event("success"), _Context())
+    answer = lambda_handler(quick, "slow", settings)(_event("success"), _Context())
     remaining = float(answer["status"]["Summary"])
     assert 0 < remaining <= 1.0, "the 1.5 s timeout less the margin, not Lambda's 60 s"
 

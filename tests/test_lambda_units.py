@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from pytest_mock import MockerFixture
 
-from cpworker import ActionApp, Continue, Job, Success
+from cpworker import ActionApp, Continue, Job, Success, lambda_handler
 from cpworker.logs import logger
 from cpworker.result import decode_token, resume
 from cpworker.sources import lambda_invoke, lambda_runtime
@@ -95,14 +95,15 @@ def test_lambda_handler_needs_a_name_when_the_app_has_several_actions() -> None:
     @app.action(category="Invoke", provider="One")
     def one(job: Job[None]) -> None: ...
 
-    assert app.lambda_handler.__name__ == "one_lambda_handler"
+    assert lambda_handler(app).__name__ == "one_lambda_handler"
 
     @app.action(category="Invoke", provider="Two")
     def two(job: Job[None]) -> None: ...
 
-    with pytest.raises(ValueError, match=r"2 actions \(one, two\): use app.lambda_handler_for"):
-        _ = app.lambda_handler
-    assert app.lambda_handler_for("two").__name__ == "two_lambda_handler"
+    several = r"2 actions \(one, two\): name one, as in lambda_handler\(app, 'build'\)"
+    with pytest.raises(ValueError, match=several):
+        _ = lambda_handler(app)
+    assert lambda_handler(app, "two").__name__ == "two_lambda_handler"
 
 
 def _client_error(code: str, status: int) -> ClientError:
@@ -180,7 +181,7 @@ def test_a_result_that_cannot_be_reported_is_logged_critical_and_counted_not_rai
     caplog.set_level(logging.INFO, logger="cpworker.job")
 
     # When Lambda invokes the function
-    answer = app.lambda_handler_for("unreported", settings)(_event(None), _Context())
+    answer = lambda_handler(app, "unreported", settings)(_event(None), _Context())
 
     # Then it returns normally (no Lambda retry runs the handler again), after the retries
     assert answer == {"jobId": "11111111-2222-3333-4444-555555555555", "outcome": "success"}
@@ -204,7 +205,7 @@ def test_a_reported_result_emits_no_report_failed_metric(
     def reported(job: Job[None]) -> None: ...
 
     mocker.patch.object(lambda_invoke, "_client", return_value=mocker.Mock())
-    app.lambda_handler_for("reported", LambdaSettings(workspace_root=tmp_path))(
+    lambda_handler(app, "reported", LambdaSettings(workspace_root=tmp_path))(
         _event(None), _Context()
     )
     names = _metric_names(capsys.readouterr().out)

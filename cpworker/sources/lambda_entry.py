@@ -1,24 +1,57 @@
-"""The Lambda entry point of an action: which runtime an event is for.
+"""The Lambda entry point of an action: ``handler = lambda_handler(app)``.
 
 An action's function may be an invoke action's (the ``CodePipeline.job`` event) or an
-action type's Lambda executor (the integration model's ``jobId``/``data`` event).
+action type's Lambda executor (the integration model's ``jobId``/``data`` event); the
+entry point tells the two apart on each call. It lives here, beside the runtimes, so
+that ``ActionApp`` knows no runtime. Importing it stays cheap: the runtimes (and boto3)
+load on the first call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from cpworker.app import ActionSpec
-from cpworker.sources.lambda_integration import IntegrationRuntime, is_integration_event
-from cpworker.sources.lambda_invoke import EVENT_KEY, InvokeRuntime
-from cpworker.sources.lambda_runtime import LambdaRuntime, LambdaSettings
+from cpworker.app import ActionApp, ActionSpec
+
+if TYPE_CHECKING:
+    from cpworker.sources.lambda_runtime import LambdaRuntime, LambdaSettings
+
+LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
+
+
+def lambda_handler(
+    app: ActionApp, action: str | None = None, settings: LambdaSettings | None = None
+) -> LambdaHandler:
+    """The Lambda entry point of ``action``, which may be left out when the app has only
+    one: it reports the result for an invoke action's event and returns it for the
+    integration model's event."""
+    spec = app[action] if action is not None else _only_action(app)
+
+    def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        return runtime_for(event, spec, settings)(event, context)
+
+    handler.__qualname__ = handler.__name__ = f"{spec.name}_lambda_handler"
+    return handler
+
+
+def _only_action(app: ActionApp) -> ActionSpec:
+    if len(app) != 1:
+        names = ", ".join(spec.name for spec in app) or "none"
+        raise ValueError(
+            f"the app has {len(app)} actions ({names}): name one, "
+            "as in lambda_handler(app, 'build')"
+        )
+    return next(iter(app))
 
 
 def runtime_for(
     event: Mapping[str, Any], spec: ActionSpec, settings: LambdaSettings | None = None
 ) -> LambdaRuntime:
     """The runtime that handles ``event`` for the action ``spec``."""
+    from cpworker.sources.lambda_integration import IntegrationRuntime, is_integration_event
+    from cpworker.sources.lambda_invoke import EVENT_KEY, InvokeRuntime
+
     if is_integration_event(event):
         return IntegrationRuntime(spec, settings)
     if isinstance(event, Mapping) and EVENT_KEY in event:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 
-from cpworker import ActionApp, ActionFailed, Continue, Job, Success, prop
+from cpworker import ActionApp, ActionFailed, Continue, Job, Success, lambda_handler, prop
 from cpworker.errors import FailureType
 
 app = ActionApp()
@@ -93,4 +93,4 @@ app.action(
     outputs=(0, 1),
 )(four)
 
-handler = app.lambda_handler_for("four")
+handler = lambda_handler(app, "four")

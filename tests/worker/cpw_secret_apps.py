@@ -19,7 +19,7 @@ import boto3
 from botocore.config import Config
 from pydantic import BaseModel, SecretStr
 
-from cpworker import ActionApp, Job, JobFailed, Success, prop
+from cpworker import ActionApp, Job, JobFailed, Success, lambda_handler, prop
 
 app = ActionApp()
 
@@ -84,4 +84,4 @@ def disguised(job: Job[DisguisedConfig]) -> Success:
     raise JobFailed(f"could not fetch {presigned_url(job)} as {forms['json']} {forms['repr']}")
 
 
-disguised_lambda = app.lambda_handler_for("disguised")
+disguised_lambda = lambda_handler(app, "disguised")

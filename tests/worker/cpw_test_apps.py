@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
-from cpworker import ActionApp, Continue, Job, Success, prop
+from cpworker import ActionApp, Continue, Job, Success, lambda_handler, prop
 
 app = ActionApp()
 
@@ -118,9 +118,9 @@ def resumable(job: Job[SleepConfig]) -> Success:
 
 
 # Lambda entry points of the same actions.
-sleep_lambda = app.lambda_handler_for("sleep")
-leaky_lambda = app.lambda_handler_for("leaky")
-resumable_lambda = app.lambda_handler_for("resumable")
+sleep_lambda = lambda_handler(app, "sleep")
+leaky_lambda = lambda_handler(app, "leaky")
+resumable_lambda = lambda_handler(app, "resumable")
 
 
 class OutputsConfig(BaseModel):
@@ -156,4 +156,4 @@ def outputs(job: Job[OutputsConfig]) -> Success | Continue:
     return Success(summary=f"mode {mode}", external_execution_id=f"outputs-{mode}")
 
 
-outputs_lambda = app.lambda_handler_for("outputs")
+outputs_lambda = lambda_handler(app, "outputs")

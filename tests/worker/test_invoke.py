@@ -71,8 +71,11 @@ def test_invoke_with_an_event_file_and_a_failing_handler(tmp_path: Path) -> None
     }
     (tmp_path / "event.json").write_text(json.dumps(event))
     apps = ROOT / "tests" / "worker" / "cpw_test_apps.py"
-    loader = f"import runpy\napp = runpy.run_path({str(apps)!r})['app']\n"
-    (tmp_path / "steps.py").write_text(loader + "handler = app.lambda_handler_for('steps')\n")
+    loader = (
+        "import runpy\nfrom cpworker import lambda_handler\n"
+        f"app = runpy.run_path({str(apps)!r})['app']\n"
+    )
+    (tmp_path / "steps.py").write_text(loader + "handler = lambda_handler(app, 'steps')\n")
     code, documents, stderr = _invoke(
         f"{tmp_path / 'steps.py'}:handler", "--event", str(tmp_path / "event.json")
     )
@@ -88,11 +91,11 @@ def test_invoke_with_an_event_file_and_a_failing_handler(tmp_path: Path) -> None
 
 def test_invoke_against_a_running_local(local: LocalCodePipeline, tmp_path: Path) -> None:
     (tmp_path / "ok.py").write_text(
-        "from cpworker import ActionApp, Success\napp = ActionApp()\n"
+        "from cpworker import ActionApp, Success, lambda_handler\napp = ActionApp()\n"
         "@app.action(category='Invoke', provider='Ok')\n"
         "def ok(job):\n"
         "    return Success(summary='fine', output_variables={'Seen': job.user_parameters})\n"
-        "handler = app.lambda_handler\n"
+        "handler = lambda_handler(app)\n"
     )
     code, documents, stderr = _invoke(
         f"{tmp_path / 'ok.py'}:handler", "--build-event", "--user-parameters", "hello",

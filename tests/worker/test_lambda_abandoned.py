@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from cpworker import ActionApp, Job, Success
+from cpworker import ActionApp, Job, Success, lambda_handler
 from cpworker.local.lambda_context import LambdaContext
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
@@ -89,7 +89,7 @@ def _invoke(
 ) -> dict[str, Any]:
     context = LambdaContext.start("fn", timeout_s, region=REGION, account_id="123456789012")
     settings = LambdaSettings(timeout_margin_s=1.0, workspace_root=root)
-    return app.lambda_handler_for(name, settings)(event, context)
+    return lambda_handler(app, name, settings)(event, context)
 
 
 def _handler_thread(job_id: str) -> threading.Thread:
