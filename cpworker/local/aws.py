@@ -86,7 +86,11 @@ class AwsClients:
     def copy_source(
         self, bucket: str, key: str, store: str, store_key: str, kms_key: str
     ) -> SourceObject:
-        """Copy an S3 source object, bytes unchanged, into the artifact store (SSE-KMS)."""
+        """Copy an S3 source object, bytes unchanged, into the artifact store (SSE-KMS).
+
+        The copy gets a full-object CRC32: a source uploaded in parts carries a checksum
+        of its parts, which a reader of the whole copied object would fail to match.
+        """
         try:
             head = self._s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
@@ -107,6 +111,7 @@ class AwsClients:
                 CopySource=source,
                 ServerSideEncryption="aws:kms",
                 SSEKMSKeyId=kms_key,
+                ChecksumAlgorithm="CRC32",
             )
         except ClientError as exc:
             message = f"Cannot write the source artifact to s3://{store}: {_reason(exc)}"
