@@ -116,6 +116,26 @@ def artifact_s3_client(
         )
 
 
+class LazyClient:
+    """An S3 client made on first use, then shared by every artifact of one job.
+
+    Building a client costs milliseconds of CPU; a job whose handler touches no artifact
+    should not pay it. ``make`` runs at most once, even when threads race for it.
+    """
+
+    def __init__(self, make: Callable[[], S3Client]) -> None:
+        self._make = make
+        self._client: S3Client | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> S3Client:
+        """The client, built now if no artifact needed it before."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+
 @cache
 def _shared_session() -> boto3.session.Session:
     """One session for every job's client: service models load once (~10 ms a client
@@ -190,14 +210,20 @@ class _StoredArtifact:
         name: str,
         bucket: str,
         key: str,
-        client: S3Client,
+        client: S3Client | LazyClient,
         workspace: Path,
         settings: ArtifactSettings | None = None,
     ) -> None:
         self._name, self._bucket, self._key = name, bucket, key
-        self._client = client
+        self._client_source = client
         self._workspace = workspace
         self._settings = settings or ArtifactSettings()
+
+    @property
+    def _client(self) -> S3Client:
+        """The job's S3 client, made when the first artifact needs one."""
+        source = self._client_source
+        return source.get() if isinstance(source, LazyClient) else source
 
     @property
     def name(self) -> str:
@@ -231,7 +257,7 @@ class InputArtifact(_StoredArtifact):
         bucket: str,
         key: str,
         revision: str | None,
-        client: S3Client,
+        client: S3Client | LazyClient,
         workspace: Path,
         settings: ArtifactSettings | None = None,
     ) -> None:
@@ -388,7 +414,7 @@ class OutputArtifact(_StoredArtifact):
         name: str,
         bucket: str,
         key: str,
-        client: S3Client,
+        client: S3Client | LazyClient,
         workspace: Path,
         encryption_key_id: str | None = None,
         settings: ArtifactSettings | None = None,

@@ -13,13 +13,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpworker.app import ActionSpec
 from cpworker.artifacts import (
     ArtifactCollection,
     ArtifactSettings,
     InputArtifact,
+    LazyClient,
     OutputArtifact,
     artifact_s3_client,
 )
@@ -28,7 +29,10 @@ from cpworker.credentials import Fetch, refreshing
 from cpworker.errors import PermissionError
 from cpworker.job import Flag, Job
 from cpworker.logs import JobLogger
-from cpworker.model import JobEnvelope
+from cpworker.model import ArtifactCredentials, JobEnvelope
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 DEFAULT_CREDENTIAL_REFRESH_S = 900.0
 
@@ -137,19 +141,8 @@ def _artifacts(
     credentials = data.artifact_credentials
     if credentials is None:
         raise PermissionError("the job carries no artifact credentials")
-    client = artifact_s3_client(
-        access_key_id=credentials.access_key_id.get_secret_value(),
-        secret_access_key=credentials.secret_access_key.get_secret_value(),
-        session_token=(
-            credentials.session_token.get_secret_value() if credentials.session_token else None
-        ),
-        region=context.region,
-        endpoint_url=context.endpoint_url,
-    )
-    if context.refresh_credentials is not None:
-        client = refreshing(
-            client, credentials, context.refresh_credentials, context.credential_refresh_s
-        )
+    received = time.monotonic()
+    client = LazyClient(lambda: _artifact_client(credentials, context, received))
     settings, workspace = context.artifact_settings, context.workspace
     inputs = [
         InputArtifact(
@@ -178,3 +171,28 @@ def _artifacts(
         for ref in data.output_artifacts
     ]
     return ArtifactCollection(inputs, kind="input"), ArtifactCollection(outputs, kind="output")
+
+
+def _artifact_client(
+    credentials: ArtifactCredentials, context: JobContext, received: float
+) -> S3Client:
+    """The job's S3 client, renewing its credentials when the runtime can fetch them.
+
+    It is made on first use: when that comes a refresh period after the job was received,
+    it starts from fresh credentials, since the job's first ones may have expired.
+    """
+    fetch = context.refresh_credentials
+    if fetch is not None and time.monotonic() - received >= context.credential_refresh_s:
+        credentials = fetch()
+    client = artifact_s3_client(
+        access_key_id=credentials.access_key_id.get_secret_value(),
+        secret_access_key=credentials.secret_access_key.get_secret_value(),
+        session_token=(
+            credentials.session_token.get_secret_value() if credentials.session_token else None
+        ),
+        region=context.region,
+        endpoint_url=context.endpoint_url,
+    )
+    if fetch is not None:
+        client = refreshing(client, credentials, fetch, context.credential_refresh_s)
+    return client
