@@ -25,6 +25,8 @@ Callers hold the engine lock; nothing here does I/O.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import secrets
 import uuid
 from collections import Counter
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpworker.local.actiontypes import ActionTypeRecord
+from cpworker.local.actiontypes import ActionKey, ActionTypeRecord
 from cpworker.local.errors import ServiceError
 from cpworker.local.executions import IN_PROGRESS, ActionRun
 
@@ -94,22 +96,62 @@ class Job:
         return all(configuration.get(k) == v for k, v in query.items())
 
 
+@dataclass
+class _Queue:
+    """The live jobs of one action type: waiting ones oldest first, and dispatched ones
+    in the order of their dispatch, so that those overdue for redispatch lead."""
+
+    queued: dict[str, Job] = field(default_factory=dict)
+    dispatched: dict[str, Job] = field(default_factory=dict)
+
+    def overdue(self, now: float, redispatch_after_s: float) -> list[Job]:
+        """The dispatched jobs not acknowledged within ``redispatch_after_s``, oldest first."""
+        late: list[Job] = []
+        for job in self.dispatched.values():
+            assert job.dispatched_at is not None
+            if now - job.dispatched_at < redispatch_after_s:
+                break
+            late.append(job)
+        return sorted(late, key=lambda j: j.created)
+
+    def remove(self, job: Job) -> None:
+        self.queued.pop(job.id, None)
+        self.dispatched.pop(job.id, None)
+
+
 class JobBoard:
-    """Every job the engine has created, by id."""
+    """Every job the engine has created, by id; and, so that polls and timers cost what
+    they return rather than every job ever made, the unfinished ones and a queue of
+    live (Queued or Dispatched) jobs per action type."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
+        self._unfinished: dict[str, Job] = {}
+        self._queues: dict[ActionKey, _Queue] = {}
 
     def add(self, job: Job) -> None:
         if job.id in self._jobs:
             raise ServiceError("ConflictException", f"Job {job.id} already exists")
         self._jobs[job.id] = job
+        self._unfinished[job.id] = job
+        if job.status == QUEUED and job.run is not None:
+            self._queues.setdefault(job.run.action_type.key, _Queue()).queued[job.id] = job
 
     def __iter__(self) -> Iterator[Job]:
         return iter(list(self._jobs.values()))
 
     def discard(self, job: Job) -> None:
         self._jobs.pop(job.id, None)
+        self._retire(job)
+
+    def _retire(self, job: Job) -> None:
+        """Drop a job that has ended (or is forgotten) from the live indexes."""
+        self._unfinished.pop(job.id, None)
+        self._unqueue(job)
+
+    def _unqueue(self, job: Job) -> None:
+        if job.run is not None and (queue := self._queues.get(job.run.action_type.key)):
+            queue.remove(job)
 
     def get(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
@@ -125,20 +167,24 @@ class JobBoard:
         now: float,
         redispatch_after_s: float,
     ) -> list[Job]:
-        """Dispatch up to ``batch`` waiting jobs of this type, oldest first, fresh nonces."""
+        """Dispatch up to ``batch`` waiting jobs of this type, oldest first, fresh nonces.
+
+        Waiting: Queued, or Dispatched and not acknowledged within ``redispatch_after_s``.
+        """
         _check_query(record, query)
-        picked: list[Job] = []
-        for job in sorted(self._jobs.values(), key=lambda j: j.created):
-            if len(picked) == batch:
-                break
-            waiting = job.status == QUEUED or (
-                job.status == DISPATCHED
-                and job.dispatched_at is not None
-                and now - job.dispatched_at >= redispatch_after_s
-            )
-            if waiting and job.matches(record, query):
-                job.status, job.nonce, job.dispatched_at = DISPATCHED, secrets.token_hex(16), now
-                picked.append(job)
+        queue = self._queues.get(record.key)
+        if queue is None:
+            return []
+        waiting = heapq.merge(
+            queue.overdue(now, redispatch_after_s),
+            queue.queued.values(),
+            key=lambda j: j.created,
+        )
+        picked = list(itertools.islice((j for j in waiting if j.matches(record, query)), batch))
+        for job in picked:
+            queue.remove(job)
+            job.status, job.nonce, job.dispatched_at = DISPATCHED, secrets.token_hex(16), now
+            queue.dispatched[job.id] = job
         return picked
 
     def acknowledge(self, job_id: str, nonce: str) -> str:
@@ -147,6 +193,7 @@ class JobBoard:
             raise ServiceError("InvalidNonceException", f"The nonce does not match job {job_id}")
         if job.status == DISPATCHED:
             job.status = JOB_IN_PROGRESS
+            self._unqueue(job)
         return job.status
 
     def _report(
@@ -173,6 +220,7 @@ class JobBoard:
         except ServiceError as exc:
             job.tally.refused[exc.code] += 1
             raise
+        self._retire(job)
         assert job.result is not None
         job.tally.accepted[job.result["type"]] += 1
 
@@ -248,10 +296,11 @@ class JobBoard:
 
         Custom jobs have ``timeout_s``; Lambda jobs the reply window ``reply_window_s``.
         """
-        for job in self._jobs.values():
+        for job in list(self._unfinished.values()):
             limit = reply_window_s if job.invoke else timeout_s
-            if job.status in (QUEUED, DISPATCHED, JOB_IN_PROGRESS) and now - job.created >= limit:
+            if now - job.created >= limit:
                 job.status = TIMED_OUT
+                self._retire(job)
                 if job.run is not None and job.run.status == IN_PROGRESS:
                     message = (
                         f"the Lambda function did not report a result within {limit:g} s"
