@@ -16,11 +16,14 @@ past its expiry, S3's ExpiredToken (:mod:`cpworker.local.credentials`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import socket
 import struct
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -30,7 +33,9 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.serving import ThreadedWSGIServer
+from werkzeug.wsgi import LimitedStream
 
 from cpworker.local.aws import ENGINE_ACCESS_KEY
 from cpworker.local.credentials import signer_of
@@ -156,8 +161,11 @@ class LocalApp:
 
 
 class QuietRequestHandler(MotoRequestHandler):
-    """moto's request handler without werkzeug's line per request (errors still log),
-    and able to reset a connection instead of answering (an injected fault)."""
+    """moto's request handler, keeping connections alive (HTTP/1.1) as AWS does, without
+    werkzeug's line per request (errors still log), and able to reset a connection
+    instead of answering (an injected fault)."""
+
+    protocol_version = "HTTP/1.1"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Access lines would drown the worker's own logs; they carry nothing needed."""
@@ -170,6 +178,161 @@ class QuietRequestHandler(MotoRequestHandler):
         if isinstance(error, ConnectionDropped):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()  # the reset goes out when the handler lets go of it
+
+    def run_wsgi(self) -> None:
+        """Answer one request and leave the connection at the start of the next one.
+
+        werkzeug's own runner closes every connection, then drains the socket, which on
+        a kept-alive connection would swallow the client's next request. Here the request
+        body is read to its end, and the answer always says where it ends; a connection
+        that cannot be kept in step is closed.
+        """
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        environ = self.make_environ()
+        body = _request_body(environ)
+        reply = _Reply(self, environ["REQUEST_METHOD"])
+        try:
+            answer = self.server.app(environ, reply.start_response)
+            try:
+                for data in answer:
+                    reply.write(data)
+            finally:
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
+            reply.finish()
+            while body.read(_DRAIN_BYTES):
+                pass
+        except (ConnectionError, TimeoutError, ClientDisconnected) as error:
+            self.connection_dropped(error, environ)
+        except Exception:  # noqa: BLE001 - logged; the answer must still end
+            self._failed(reply)
+
+    def _failed(self, reply: _Reply) -> None:
+        """An application error: logged, answered 500 if nothing was sent yet, and the
+        connection closed, since its request or answer may be cut short."""
+        self.server.log("error", "Error on request:\n%s", traceback.format_exc())
+        self.close_connection = True
+        if not reply.sent:
+            with contextlib.suppress(OSError):
+                for data in _send(reply.start_response, plain(500, "internal error")):
+                    reply.write(data)
+                reply.finish()
+
+
+_DRAIN_BYTES = 1 << 20
+
+
+def _request_body(environ: dict[str, Any]) -> io.RawIOBase:
+    """The request body, ending where the request does: at its Content-Length (none:
+    empty), or at the last chunk of a chunked one (werkzeug has dechunked it)."""
+    if environ.get("wsgi.input_terminated"):
+        dechunked: io.RawIOBase = environ["wsgi.input"]
+        return dechunked
+    length = environ.get("CONTENT_LENGTH") or "0"
+    body = LimitedStream(environ["wsgi.input"], int(length) if length.isdigit() else 0)
+    environ["wsgi.input"] = body
+    return body
+
+
+class _Reply:
+    """One answer on a kept-alive connection: the headers on the first write, the body
+    framed by its Content-Length (chunked when the application gave none), no body
+    where HTTP has none (HEAD, 1xx, 204, 304)."""
+
+    def __init__(self, handler: QuietRequestHandler, method: str) -> None:
+        self._handler = handler
+        self._method = method
+        self._status = "500 Internal Server Error"
+        self._headers: list[tuple[str, str]] = []
+        self.sent = False
+        self._chunked = False
+        self._bodiless = False
+        self._owed: int | None = None
+        """Bytes still due under the Content-Length; anything but 0 at the end desynchronises."""
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and self.sent:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self._status, self._headers = status, list(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if not self.sent:
+            self._send_headers()
+        if self._bodiless or not data:
+            return
+        out = self._handler.wfile
+        if self._chunked:
+            out.write(b"%x\r\n" % len(data))
+            out.write(data)
+            out.write(b"\r\n")
+            return
+        if self._owed is not None:
+            self._owed -= len(data)
+        out.write(data)
+
+    def finish(self) -> None:
+        """End the answer; close the connection if the body did not match its length."""
+        if not self.sent:
+            self._send_headers()
+        if self._chunked:
+            self._handler.wfile.write(b"0\r\n\r\n")
+        elif self._owed:
+            self._handler.close_connection = True
+        self._handler.wfile.flush()
+
+    def _send_headers(self) -> None:
+        handler, self.sent = self._handler, True
+        code, _, reason = self._status.partition(" ")
+        handler.send_response(int(code), reason)
+        given = {}
+        for name, value in self._headers:
+            handler.send_header(name, value)
+            given[name.lower()] = value
+        status = int(code)
+        self._bodiless = self._method == "HEAD" or status < 200 or status in (204, 304)
+        if self._bodiless:
+            pass
+        elif given.get("content-length", "").isdigit():
+            self._owed = int(given["content-length"])
+        else:
+            self._chunked = True
+            handler.send_header("Transfer-Encoding", "chunked")
+        if handler.close_connection and "connection" not in given:
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+
+
+class _KeepAliveServer(ThreadedWSGIServer):
+    """werkzeug's threaded server, which also ends the connections its clients keep
+    open when it closes, so that no request reaches a stopped engine."""
+
+    def __init__(self, host: str, port: int, app: WSGIApp) -> None:
+        super().__init__(host, port, app, handler=QuietRequestHandler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._open_lock:
+            kept = list(self._open)
+        for connection in kept:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 def _send(start_response: StartResponse, answer: Answer) -> Iterable[bytes]:
@@ -230,9 +393,7 @@ class LocalCodePipeline:
         for declaration in action_types:
             self.engine.register_action_type(declaration)
         self.app = LocalApp(Operations(self.engine), faults)
-        self._server: BaseWSGIServer = make_server(
-            address, port, self.app, threaded=True, request_handler=QuietRequestHandler
-        )
+        self._server = _KeepAliveServer(address, port, self.app)
         self.app.port = self._server.port
         self._thread: threading.Thread | None = None
 
