@@ -1,5 +1,7 @@
 """Per-job cost of process isolation: no-op jobs through ``cpworker serve --isolation process``
-and ``--isolation thread``, against one ``cpworker local``.
+(job processes reused, the default), ``--isolation process --jobs-per-process 1`` (a
+fresh process per job, shown as "fresh") and ``--isolation thread``, against one
+``cpworker local``.
 
 Method: one ``cpworker local`` (subprocess, loopback). For each run, a PARALLEL pipeline
 (S3 source → the ``CpwNoop`` action of ``tests/worker/cpw_chaos_apps.py``, whose handler
@@ -14,9 +16,9 @@ starts. Then one ``cpworker serve --concurrency 4 --isolation MODE`` drains them
   forkserver and the job processes they reaped, from /proc), from the first reported
   result to the last, over the jobs finished in between.
 
-Repetitions alternate the order (process first, then thread first, ...) so that drift
-in the machine's load falls on both modes alike. The ratio is the process time per job
-over the thread time per job, each the median of the repetitions. The worker shares
+Repetitions rotate the order of the modes so that drift in the machine's load falls on
+every mode alike. The ratio is the process time per job over the thread time per job,
+each the median of the repetitions (the goal is for the default, "process"). The worker shares
 the machine with the emulator, so on 2 cores the ratios are those of a busy host.
 
 Run: ``.venv/bin/python bench/isolation.py [--jobs 300] [--repeat 3]``. It prints; it
@@ -37,10 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos import Emulator, Serve, clients, create_executions, start_emulator, timestamp
+from harness import interleaved
 
 from cpworker.testing import custom_action
 
 GOAL = 1.3
+MODES = {
+    "process": ("--isolation", "process"),
+    "fresh": ("--isolation", "process", "--jobs-per-process", "1"),
+    "thread": ("--isolation", "thread"),
+}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -104,7 +112,7 @@ def run_once(
     serve = Serve(
         emulator.endpoint_url,
         folder / f"{name}.log",
-        "--action", "noop", "--isolation", mode, "--concurrency", str(args.concurrency),
+        "--action", "noop", *MODES[mode], "--concurrency", str(args.concurrency),
         "--poll-min", "0.05", "--poll-max", "0.2",
         "--state-dir", str(folder / "state"), "--workspace", str(folder / "workspaces"),
     )  # fmt: skip
@@ -143,19 +151,17 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="cpw-isolation-"))
     emulator = start_emulator(folder)
-    runs: dict[str, list[Run]] = {"process": [], "thread": []}
+    runs: dict[str, list[Run]] = {mode: [] for mode in MODES}
     print(f"{args.jobs} no-op jobs per run, --concurrency {args.concurrency}, one cpworker local")
     print("rep  isolation   jobs/s  ms/job  ack->result ms  CPU ms/job")
     try:
-        for rep in range(1, args.repeat + 1):
-            order = ("process", "thread") if rep % 2 else ("thread", "process")
-            for mode in order:
-                run = run_once(emulator, folder, f"iso-{mode}-{rep}", mode, args)
-                runs[mode].append(run)
-                print(
-                    f"{rep:>3}  {mode:<9} {1 / run.wall_per_job:8.1f} {run.wall_per_job * 1e3:7.2f}"
-                    f" {run.ack_to_result * 1e3:15.1f} {run.cpu_per_job * 1e3:11.2f}"
-                )
+        for rep, mode in interleaved(list(MODES), args.repeat):
+            run = run_once(emulator, folder, f"iso-{mode}-{rep}", mode, args)
+            runs[mode].append(run)
+            print(
+                f"{rep + 1:>3}  {mode:<9} {1 / run.wall_per_job:8.1f} {run.wall_per_job * 1e3:7.2f}"
+                f" {run.ack_to_result * 1e3:15.1f} {run.cpu_per_job * 1e3:11.2f}"
+            )
     finally:
         emulator.stop()
 
@@ -176,6 +182,8 @@ def main() -> None:
             for p, t in zip(runs["process"], runs["thread"], strict=True)
         )
     )
+    fresh = median("fresh", "wall_per_job")
+    print(f"fresh process per job/thread wall time per job: {fresh / thread:.2f}x")
     cpu = median("process", "cpu_per_job") / median("thread", "cpu_per_job")
     print(
         f"process/thread CPU per job: {cpu:.2f}x ({median('process', 'cpu_per_job') * 1e3:.1f} "

@@ -69,6 +69,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = WorkerSettings(
         concurrency=args.concurrency,
         isolation=args.isolation,
+        jobs_per_process=args.jobs_per_process,
         poll_interval_min_s=args.poll_min,
         poll_interval_max_s=args.poll_max,
         drain_timeout_s=args.drain_timeout,
@@ -249,6 +250,13 @@ def parser() -> argparse.ArgumentParser:
         choices=("process", "thread"),
         default="process",
         help="run each job in a child process that its deadline can kill (default), or in a thread",
+    )
+    run.add_argument(
+        "--jobs-per-process",
+        type=int,
+        default=100,
+        help="jobs a child process may run one after another, while each leaves no thread "
+        "or process running; 1 gives every job a fresh process (100)",
     )
     run.add_argument(
         "--state-dir",

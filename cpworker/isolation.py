@@ -1,8 +1,9 @@
 """Where a job's handler runs: a child process (the default) or a thread.
 
 ``process``: each job runs in a child forked from a forkserver that has already
-imported cpworker, boto3 and the app's modules, so a job costs a fork, not a new
-interpreter. The child starts its own session (and process group), so at the
+imported cpworker, boto3 and the app's modules, so a job never costs a new
+interpreter; a child that ends a job clean runs the next one, so most jobs cost no
+fork either. The child starts its own session (and process group), so at the
 deadline, at shutdown or after a crash the worker stops the handler and every
 process it started, and a handler that dies (a signal, the OOM killer,
 ``os._exit``) fails only its own job. The child sends its log records and its
@@ -29,7 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -55,6 +55,7 @@ from cpworker.sources.polling import JobRef
 
 Isolation = Literal["process", "thread"]
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _MAIN_HIDDEN = threading.Lock()
 STOP_SIGNAL = signal.SIGUSR1
 PREFORK_ENV = "CPWORKER_PREFORK"
@@ -235,72 +236,95 @@ class StopSignal:
 
 
 class ProcessRun:
-    """A handler in a child process, reading its logs and result as they come."""
+    """A handler in a job process, reading its logs and result as they come.
 
-    def __init__(
-        self,
-        process: multiprocessing.process.BaseProcess,
-        conn: Connection,
-        ended: Callable[[], None],
-    ) -> None:
-        self._process = process
-        self._conn = conn
+    When the job ends clean (the process says so with its result), the process goes
+    back to its runner for the next job; otherwise it exits and whatever it left in its
+    session is killed.
+    """
+
+    def __init__(self, process: _JobProcess, ended: Callable[[_JobProcess, bool], None]) -> None:
+        self._job_process = process
         self._ended = ended
         self._result: Result | None = None
-        self.pid: int | None = process.pid
+        self._reusable = False
+        self._lock = threading.Lock()
+        self._returned = False
+        self.pid: int | None = process.process.pid
 
     def wait(self, timeout: float | None) -> Ended | None:
+        process, conn = self._job_process.process, self._job_process.results
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = wait([self._conn, self._process.sentinel], left)
+            ready = wait([conn, process.sentinel], left)
             if not ready:
                 return None
-            if self._conn in ready and self._receive():
+            if conn in ready and self._receive():
+                if self._result is not None and self._reusable and self._give_back():
+                    return Ended(self._result)
                 continue
-            self._process.join(timeout=None if self._result is None else 10.0)
-            self._conn.close()
-            self._ended()
+            process.join(timeout=None if self._result is None else 10.0)
+            self._job_process.close()
+            self._ended(self._job_process, False)
             if self._result is not None:
                 self.kill()  # whatever the handler left running
                 return Ended(self._result)
-            return Ended(None, signal_name(self._process.exitcode or 0))
+            return Ended(None, signal_name(process.exitcode or 0))
+
+    def _give_back(self) -> bool:
+        """Hand the process back for another job, unless the job was killed meanwhile."""
+        with self._lock:
+            if self.pid is None:
+                return False
+            self._returned = True
+        self._ended(self._job_process, True)
+        return True
 
     def _receive(self) -> bool:
         """Handle one message; ``False`` once the child has closed its end."""
         try:
-            kind, payload = self._conn.recv()
+            kind, payload = self._job_process.results.recv()
         except (EOFError, OSError):
             return False
         if kind == _LOG:
             record = logging.makeLogRecord(payload)
             logging.getLogger(record.name).handle(record)
         elif kind == _RESULT:
-            self._result = payload
+            self._result, self._reusable = payload
         return True
 
     def kill(self) -> None:
-        if self.pid is not None:
-            kill_session(self.pid)
+        """Kill the job's session, unless its process already went back for another job."""
+        with self._lock:
+            if self._returned or self.pid is None:
+                return
+            pid, self.pid = self.pid, None
+        kill_session(pid)
 
 
 class ProcessRunner:
-    """Runs each job in a child forked from a forkserver that preloads cpworker and the
+    """Runs jobs in processes forked from a forkserver that preloads cpworker and the
     app's modules.
 
-    ``spares`` children are forked ahead and wait for their task, so a job does not
-    wait for a fork; each child still runs one job only, then exits. As with any
-    ``multiprocessing`` program, a script that runs a worker must keep its entry
-    point under ``if __name__ == "__main__":``.
+    ``spares`` processes are forked ahead and wait for a task, so a job does not wait
+    for a fork. A process runs up to ``jobs_per_process`` jobs, one at a time: it goes
+    back for another only after a job that left nothing behind (no thread, no process
+    of its session still alive) and ended by itself, not by a deadline, a hand-back or
+    a crash. As with any ``multiprocessing`` program, a script that runs a worker must
+    keep its entry point under ``if __name__ == "__main__":``.
     """
 
-    def __init__(self, specs: Sequence[ActionSpec], spares: int = 2) -> None:
+    def __init__(
+        self, specs: Sequence[ActionSpec], spares: int = 2, jobs_per_process: int = 100
+    ) -> None:
         self._context = multiprocessing.get_context("forkserver")
         self._modules = sorted({spec.handler.__module__ for spec in specs} - {"__main__"})
         self._context.set_forkserver_preload(["cpworker.prefork"])
         self.stopping = StopSignal()
         self._wanted = spares
-        self._spares: list[_Spare] = []
+        self._jobs_per_process = jobs_per_process
+        self._idle: list[_JobProcess] = []
         self._lock = threading.Lock()
         self._closed = False
         self._refilling = False
@@ -308,26 +332,40 @@ class ProcessRunner:
     def start(self, task: JobTask) -> ProcessRun:
         while True:
             with self._lock:
-                spare = self._spares.pop() if self._spares else None
-            if spare is None:
-                spare = self._fork()
-            threading.Thread(target=self._refill, name="cpworker-spares", daemon=True).start()
-            pid = spare.process.pid or 0
+                process = self._idle.pop() if self._idle else None
+                short = len(self._idle) < self._wanted and not self._refilling
+            if process is None:
+                process = self._fork()
+            if short:
+                threading.Thread(target=self._refill, name="cpworker-spares", daemon=True).start()
+            pid = process.process.pid or 0
             self.stopping.watch(pid)
             try:
-                spare.tasks.send((task, self.stopping.is_set()))
-            except OSError:  # the spare died while it waited: take another
+                process.tasks.send((task, self.stopping.is_set()))
+            except OSError:  # the process died while it waited: take another
                 self.stopping.forget(pid)
-                spare.discard()
+                process.discard()
                 continue
-            spare.tasks.close()
-            return ProcessRun(spare.process, spare.results, partial(self.stopping.forget, pid))
+            return ProcessRun(process, self._ended)
 
-    def _fork(self) -> _Spare:
+    def _ended(self, process: _JobProcess, reusable: bool) -> None:
+        """A job's run is over: keep its process for the next job, or let it go."""
+        self.stopping.forget(process.process.pid or 0)
+        if not reusable:
+            return
+        with self._lock:
+            if not self._closed:
+                self._idle.append(process)
+                return
+        process.discard()
+
+    def _fork(self) -> _JobProcess:
         tasks_in, tasks_out = self._context.Pipe(duplex=False)
         results_in, results_out = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=_child_main, args=(tasks_in, results_out), name="cpworker-job"
+            target=_child_main,
+            args=(tasks_in, results_out, self._jobs_per_process),
+            name="cpworker-job",
         )
         with _MAIN_HIDDEN:
             self._start_forkserver()
@@ -340,7 +378,7 @@ class ProcessRunner:
                 sys.modules["__main__"] = main
         tasks_in.close()
         results_out.close()
-        return _Spare(process, tasks_out, results_in)
+        return _JobProcess(process, tasks_out, results_in)
 
     def _start_forkserver(self) -> None:
         """Start the forkserver (once), telling cpworker.prefork what to import."""
@@ -359,14 +397,14 @@ class ProcessRunner:
         try:
             while True:
                 with self._lock:
-                    if self._closed or len(self._spares) >= self._wanted:
+                    if self._closed or len(self._idle) >= self._wanted:
                         return
-                spare = self._fork()
+                process = self._fork()
                 with self._lock:
                     if self._closed:
-                        spare.discard()
+                        process.discard()
                         return
-                    self._spares.append(spare)
+                    self._idle.insert(0, process)  # behind processes that have run a job
         finally:
             with self._lock:
                 self._refilling = False
@@ -377,25 +415,28 @@ class ProcessRunner:
         self._refill()
 
     def close(self) -> None:
-        """End the waiting spares (a worker embedded in a longer-lived program)."""
+        """End the waiting processes (a worker embedded in a longer-lived program)."""
         with self._lock:
             self._closed = True
-            spares, self._spares = self._spares, []
-        for spare in spares:
-            spare.discard()
+            idle, self._idle = self._idle, []
+        for process in idle:
+            process.discard()
 
 
 @dataclass
-class _Spare:
-    """A forked child waiting for its task."""
+class _JobProcess:
+    """A job process and its two pipes: tasks to it, logs and results from it."""
 
     process: multiprocessing.process.BaseProcess
     tasks: Connection
     results: Connection
 
-    def discard(self) -> None:
-        self.tasks.close()  # the child reads EOF and exits
+    def close(self) -> None:
+        self.tasks.close()
         self.results.close()
+
+    def discard(self) -> None:
+        self.close()  # the process reads EOF and exits
         self.process.join(timeout=5)
 
 
@@ -432,9 +473,10 @@ class _Forward(logging.Handler):
         except Exception:  # noqa: BLE001 - a log line must never fail the job
             self.handleError(record)
 
-    def send_result(self, result: Result) -> None:
+    def send_result(self, result: Result, reusable: bool) -> None:
+        """Send the job's result, and whether the process can take another job."""
         with self.lock or contextlib.nullcontext():
-            self.conn.send((_RESULT, result))
+            self.conn.send((_RESULT, (result, reusable)))
 
 
 def _portable(record: logging.LogRecord) -> dict[str, Any]:
@@ -461,28 +503,66 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _child_main(tasks: Connection, conn: Connection) -> None:
+def _become_subreaper() -> None:
+    """Adopt this process's orphaned descendants, so that after a job the ones its
+    handler left behind are seen (``_left_behind``) instead of passing to init."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _left_behind() -> bool:
+    """Whether the job left a thread or a process running (zombies are reaped)."""
+    if threading.active_count() > 1:
+        return True
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def _child_main(tasks: Connection, conn: Connection, jobs: int) -> None:
+    """A job process: set up once, then run up to ``jobs`` jobs while each ends clean."""
     stopping = threading.Event()
     signal.signal(STOP_SIGNAL, lambda _signum, _frame: stopping.set())
     os.setsid()
     _die_with_parent()
-    try:
-        received: tuple[JobTask, bool] = tasks.recv()
-    except EOFError:  # a spare the worker no longer needs
-        os._exit(0)
-    tasks.close()
-    task, stopped = received
-    if stopped:
-        stopping.set()
-    os.environ.clear()
-    os.environ.update(task.environ)
+    _become_subreaper()
     forward = _Forward(conn)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(forward)
-    root.setLevel(task.log_level)
     limit_sdk_loggers()
+    home = os.getcwd()
+    for done in range(1, jobs + 1):
+        try:
+            task, stopped = tasks.recv()
+        except EOFError:  # a spare the worker no longer needs
+            break
+        result, clean = _run_one(task, stopped, stopping)
+        os.chdir(home)
+        reusable = clean and done < jobs
+        forward.send_result(result, reusable)
+        if not reusable:
+            break
+    conn.close()
+    # Exit now: threads a handler left behind must not keep the process alive.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _run_one(task: JobTask, stopped: bool, stopping: threading.Event) -> tuple[Result, bool]:
+    """Run one job: its result, and ``True`` when it left nothing running behind it."""
+    stopping.clear()
+    if stopped:
+        stopping.set()
+    os.environ.clear()
+    os.environ.update(task.environ)
+    logging.getLogger().setLevel(task.log_level)
 
     def fetch() -> JobEnvelope:
         client = codepipeline_client(
@@ -491,9 +571,4 @@ def _child_main(tasks: Connection, conn: Connection) -> None:
         return task.job.details(CodePipelineAPI(client))
 
     result = run_job(task, stopping, fetch)
-    forward.send_result(result)
-    conn.close()
-    # Exit now: threads the handler left behind must not keep the child alive.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    return result, not _left_behind()

@@ -83,6 +83,9 @@ class WorkerSettings:
     concurrency             4           jobs run at once (one slot each)
     isolation               "process"   ``process``: each job in a child process that a
                                         deadline can kill; ``thread``: in a thread
+    jobs_per_process        100         jobs one child process may run, one after another,
+                                        while each leaves nothing running (1: a fresh
+                                        process for every job)
     poll_interval_min_s     0.5         first wait after an empty poll; doubles while idle
     poll_interval_max_s     10.0        longest wait between polls when idle
     drain_timeout_s         25.0        on shutdown, how long running jobs may finish
@@ -104,6 +107,7 @@ class WorkerSettings:
 
     concurrency: int = 4
     isolation: Isolation = "process"
+    jobs_per_process: int = 100
     poll_interval_min_s: float = 0.5
     poll_interval_max_s: float = 10.0
     drain_timeout_s: float = 25.0
@@ -124,6 +128,8 @@ class WorkerSettings:
             raise ValueError("concurrency must be at least 1")
         if not 0 < self.poll_interval_min_s <= self.poll_interval_max_s:
             raise ValueError("need 0 < poll_interval_min_s <= poll_interval_max_s")
+        if self.jobs_per_process < 1:
+            raise ValueError("jobs_per_process must be at least 1")
         if self.isolation not in ("process", "thread"):
             raise ValueError(f"isolation={self.isolation!r} is invalid: use process or thread")
 
@@ -219,7 +225,11 @@ class Worker:
         if self.settings.isolation == "process":
             _check_picklable(self.specs)
         self._runner: ProcessRunner | ThreadRunner = (
-            ProcessRunner(self.specs, spares=min(self.settings.concurrency, 4))
+            ProcessRunner(
+                self.specs,
+                spares=min(self.settings.concurrency, 4),
+                jobs_per_process=self.settings.jobs_per_process,
+            )
             if self.settings.isolation == "process"
             else ThreadRunner(api)
         )

@@ -115,3 +115,22 @@ def outlive(job: Job[OutliveConfig]) -> Success:
     source = job.inputs.one().extract()
     job.outputs.one().upload_dir(source)
     return Success(summary="uploaded after the first credentials expired")
+
+
+class LeaveConfig(BaseModel):
+    Leave: str = "nothing"
+
+
+@app.action(category="Test", provider="CpwLeave", config=LeaveConfig)
+def leave(job: Job[LeaveConfig]) -> Success:
+    """Leave something running behind (``thread``, ``process``) or ``nothing``, after
+    changing the environment and the working directory; the summary says which process
+    ran the job and what it found of an earlier job."""
+    found = os.environ.get("CPW_TEST_LEFT", "no")
+    os.environ["CPW_TEST_LEFT"] = job.id
+    os.chdir(job.workspace)
+    if job.config.Leave == "thread":
+        threading.Thread(target=_forever, daemon=True).start()
+    elif job.config.Leave == "process":
+        _spy("left", str(subprocess.Popen(["sleep", "300"]).pid))
+    return Success(summary=f"pid {os.getpid()}, earlier job's variable: {found}")

@@ -94,6 +94,42 @@ def test_a_handler_process_that_dies_fails_only_its_job(
     assert start_pipeline("CpwHang", {"Tag": "quick"}).wait()["status"] == "Succeeded"
 
 
+def _leave(start_pipeline: StartPipeline, what: str = "nothing") -> tuple[int, str]:
+    """Run one CpwLeave job: the pid that ran it, and the variable it found."""
+    run = start_pipeline("CpwLeave", {"Leave": what})
+    assert run.wait()["status"] == "Succeeded"
+    pid, found = (
+        run.action_state()["summary"].removeprefix("pid ").split(", earlier job's variable: ")
+    )
+    return int(pid), found
+
+
+def test_a_process_runs_the_next_job_only_when_the_last_left_nothing_running(
+    start_pipeline: StartPipeline, worker: StartWorker, spy_dir: Path
+) -> None:
+    serve(worker, "leave", concurrency=1)
+    first, found = _leave(start_pipeline)
+    # A clean job's process runs the next job, with the worker's environment again
+    assert _leave(start_pipeline) == (first, "no")
+    assert found == "no"
+    # A job that leaves a process running: the process is killed after the job...
+    assert _leave(start_pipeline, "process")[0] == first
+    left = int((spy_dir / "left").read_text())
+    until(lambda: stopped(left), what="the process the job left behind to be killed")
+    # ...and the next job gets a fresh process; so does the one after a leftover thread
+    fresh, _ = _leave(start_pipeline, "thread")
+    assert fresh != first
+    assert _leave(start_pipeline)[0] not in (first, fresh)
+
+
+def test_jobs_per_process_bounds_how_many_jobs_a_process_runs(
+    start_pipeline: StartPipeline, worker: StartWorker
+) -> None:
+    serve(worker, "leave", concurrency=1, jobs_per_process=2)
+    pids = [_leave(start_pipeline)[0] for _ in range(3)]
+    assert pids[0] == pids[1] != pids[2]
+
+
 def test_thread_isolation_still_enforces_the_deadline_on_the_report(
     start_pipeline: StartPipeline, worker: StartWorker, spy_dir: Path
 ) -> None:
