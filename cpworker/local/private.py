@@ -1,5 +1,5 @@
 """cpworker's own operations on the local endpoint: standalone Lambda jobs, result counts,
-third-party client tokens.
+CodePipeline call counts, third-party client tokens.
 
 ``cpworker invoke`` runs a Lambda handler once, outside any pipeline, yet the handler
 must report with PutJobSuccessResult/PutJobFailureResult as it would in AWS. These
@@ -25,6 +25,7 @@ JSON wire form as the CodePipeline operations::
     CpworkerLocal.ThirdPartyClient {"pipelineName", "stageName", "actionName",
                                     "clientId"?, "clientToken"?}
         -> {"clientId", "clientToken"}
+    CpworkerLocal.GetCallCounts {} -> {"calls": {"PollForJobs": n, ...}}
 
 ``data`` is checked against botocore's ``JobData`` shape; its artifactCredentials, if
 any, are replaced by fresh ones, and without an encryptionKey the engine's default key
@@ -38,6 +39,10 @@ pipeline's. No job may have accepted more than one result, and no action executi
 more than one success or failure: ``steps`` is its number of jobs (one, plus one per
 continuation). A deleted pipeline's jobs are forgotten.
 
+GetCallCounts tells how many CodePipeline requests the server received since it
+started, by operation, faulted ones included, so that a bench can tell how many calls
+a worker makes per job (the difference of two answers).
+
 ThirdPartyClient answers the client id and token of one pipeline action of a
 third-party type (made on first use, even before the pipeline exists); a given
 ``clientId`` or ``clientToken`` replaces the current one, so a test can give the
@@ -47,8 +52,10 @@ action a known pair, or a new token.
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -61,15 +68,34 @@ PRIVATE_PREFIX = "CpworkerLocal."
 Params = dict[str, Any]
 
 
+class CallCounts:
+    """The CodePipeline requests the server received, by operation (request threads
+    count at once, hence the lock)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, operation: str) -> None:
+        with self._lock:
+            self._counts[operation] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
 class PrivateOperations:
     """The ``CpworkerLocal.*`` operation table, called by the server like ``Operations``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.calls = CallCounts()
         self._handlers: dict[str, Callable[[Params], Params]] = {
             "CreateLambdaJob": self._create_lambda_job,
             "DescribeJob": self._describe_job,
             "GetResultCounts": self._get_result_counts,
+            "GetCallCounts": self._get_call_counts,
             "ThirdPartyClient": self._third_party_client,
         }
 
@@ -92,6 +118,10 @@ class PrivateOperations:
     def _get_result_counts(self, params: Params) -> Params:
         validate_members(params, {"pipelineName": ("PipelineName", False)})
         return self.engine.result_counts(params.get("pipelineName"))
+
+    def _get_call_counts(self, params: Params) -> Params:
+        validate_members(params, {})
+        return {"calls": self.calls.snapshot()}
 
     def _third_party_client(self, params: Params) -> Params:
         validate_members(

@@ -83,6 +83,7 @@ class LocalApp:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith(TARGET_PREFIX):
             operation = target.removeprefix(TARGET_PREFIX)
+            self.private.calls.add(operation)
             fault = self._faults.codepipeline(operation) if self._faults else None
 
             def codepipeline(env: dict[str, Any], respond: StartResponse) -> Iterable[bytes]:
