@@ -52,13 +52,17 @@ def child_main(variants: Mapping[str, Callable[[list[str]], None]]) -> None:
     sys.exit(0)
 
 
-def measure(script: str, name: str, args: Sequence[str] = ()) -> Sample:
-    """Run variant ``name`` of ``script`` in a fresh interpreter and return its sample."""
+def measure(
+    script: str, name: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Sample:
+    """Run variant ``name`` of ``script`` in a fresh interpreter (with ``env``, if given)
+    and return its sample."""
     done = subprocess.run(
         [sys.executable, script, "--child", name, *args],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(MARK):

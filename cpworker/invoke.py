@@ -26,11 +26,11 @@ from cpworker.local.lambda_context import LambdaContext
 from cpworker.local.lambda_runner import load_handler
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
+from cpworker.sources.lambda_entry import INVOKE_EVENT_KEY as EVENT_KEY
 from cpworker.testing import zip_directory
 
 BUCKET = "cpworker-invoke"
 REGION = "us-east-1"
-EVENT_KEY = "CodePipeline.job"
 
 
 @dataclass(frozen=True)

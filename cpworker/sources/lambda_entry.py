@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from cpworker.sources.lambda_runtime import LambdaRuntime, LambdaSettings
 
 LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
+INVOKE_EVENT_KEY = "CodePipeline.job"
 
 
 def lambda_handler(
@@ -45,18 +46,25 @@ def _only_action(app: ActionApp) -> ActionSpec:
     return next(iter(app))
 
 
+def is_integration_event(event: Any) -> bool:
+    """Whether ``event`` is the integration model's (``jobId`` and ``data`` at the top)."""
+    return isinstance(event, Mapping) and "jobId" in event and "data" in event
+
+
 def runtime_for(
     event: Mapping[str, Any], spec: ActionSpec, settings: LambdaSettings | None = None
 ) -> LambdaRuntime:
-    """The runtime that handles ``event`` for the action ``spec``."""
-    from cpworker.sources.lambda_integration import IntegrationRuntime, is_integration_event
-    from cpworker.sources.lambda_invoke import EVENT_KEY, InvokeRuntime
-
+    """The runtime that handles ``event`` for the action ``spec`` (only its module is
+    loaded: a function serves one of the two models)."""
     if is_integration_event(event):
+        from cpworker.sources.lambda_integration import IntegrationRuntime
+
         return IntegrationRuntime(spec, settings)
-    if isinstance(event, Mapping) and EVENT_KEY in event:
+    if isinstance(event, Mapping) and INVOKE_EVENT_KEY in event:
+        from cpworker.sources.lambda_invoke import InvokeRuntime
+
         return InvokeRuntime(spec, settings)
     raise ValueError(
-        f"not a CodePipeline event: neither an invoke action's {EVENT_KEY!r} event nor "
-        "the Lambda integration model's 'jobId'/'data' event"
+        f"not a CodePipeline event: neither an invoke action's {INVOKE_EVENT_KEY!r} event "
+        "nor the Lambda integration model's 'jobId'/'data' event"
     )

@@ -44,6 +44,7 @@ from cpworker.model import (
     Wire,
 )
 from cpworker.result import Continue, Failure, Result
+from cpworker.sources.lambda_entry import is_integration_event
 from cpworker.sources.lambda_runtime import LambdaRuntime, Received
 
 # The User Guide lists the integration model's failure types; one is spelt differently
@@ -93,11 +94,6 @@ class IntegrationEvent(Wire):
                 encryption_key=data.encryption_key,
             ),
         )
-
-
-def is_integration_event(event: Any) -> bool:
-    """Whether ``event`` is the integration model's (``jobId`` and ``data`` at the top)."""
-    return isinstance(event, Mapping) and "jobId" in event and "data" in event
 
 
 def payload_of(result: Result) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from cpworker.api import CodePipelineAPI, RetryPolicy, codepipeline_client, erro
 from cpworker.logs import JobLogger
 from cpworker.model import JobEnvelope
 from cpworker.result import Failure, Result, outcome_of
+from cpworker.sources.lambda_entry import INVOKE_EVENT_KEY as EVENT_KEY
 from cpworker.sources.lambda_runtime import LambdaRuntime, Received
 
-EVENT_KEY = "CodePipeline.job"
 DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
 
 
