@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -100,8 +101,27 @@ class RetryPolicy:
     backoff_max_s: float = 20.0
 
     def wrap(self, call: Callable[[], T], abandon: threading.Event | None = None) -> T:
-        """``call()`` with retries; once ``abandon`` is set, no further attempt is made."""
-        stop = stop_after_attempt(self.attempts) | stop_after_delay(self.max_elapsed_s)
+        """``call()`` with retries; once ``abandon`` is set, no further attempt is made.
+
+        The first attempt is a plain call: tenacity (tens of microseconds per call) only
+        takes over once an attempt has failed with a retryable error, and counts that
+        attempt and its time as its first.
+        """
+        started = time.monotonic()
+        try:
+            return call()
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            failed = [exc]
+
+        def attempt() -> T:
+            if failed:
+                raise failed.pop()  # tenacity's attempt 1: the one that just failed
+            return call()
+
+        elapsed = time.monotonic() - started
+        stop = stop_after_attempt(self.attempts) | stop_after_delay(self.max_elapsed_s - elapsed)
         stop = stop | (stop_when_event_set(abandon) if abandon is not None else stop_never)
         retrying = retry(
             retry=retry_if_exception(is_retryable),
@@ -111,7 +131,7 @@ class RetryPolicy:
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
         )
-        return retrying(call)()
+        return retrying(attempt)()
 
 
 def _sleeper(abandon: threading.Event | None) -> Callable[[float], None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -67,3 +68,17 @@ def test_policy_gives_up_after_its_attempts_and_never_retries_client_errors() ->
     with pytest.raises(ClientError, match="InvalidJobStateException"):
         policy.wrap(stale)
     assert calls.count(2) == 1
+
+
+def test_the_time_budget_counts_the_first_attempt() -> None:
+    calls: list[float] = []
+
+    def slow_then_throttled() -> None:
+        calls.append(time.monotonic())
+        time.sleep(0.2)  # longer than the whole budget below
+        raise _client_error("ThrottlingException", 400)
+
+    policy = RetryPolicy(attempts=5, max_elapsed_s=0.1, backoff_base_s=0.001)
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        policy.wrap(slow_then_throttled)
+    assert len(calls) == 1
