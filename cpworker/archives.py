@@ -781,7 +781,18 @@ class _Node:
     """Something extraction created: a directory (``children``), a file, or a symbolic
     link (``link``, its target; ``entry``, its name in the archive)."""
 
-    __slots__ = ("children", "depth", "entry", "link", "memo", "name", "parent", "size", "watched")
+    __slots__ = (
+        "children",
+        "depth",
+        "entry",
+        "link",
+        "memo",
+        "name",
+        "parent",
+        "path",
+        "size",
+        "watched",
+    )
 
     def __init__(
         self,
@@ -801,6 +812,7 @@ class _Node:
         self.size: int = _path_size(parent, name)  # bytes of its path relative to the root
         self.memo: _Memo | None = None
         self.watched = -1  # the version in which a memoised resolution looked below it
+        self.path: str | None = None  # a directory's host path, once asked for
 
     def child(self, name: str) -> _Node | None:
         return None if self.children is None else self.children.get(name)
@@ -943,6 +955,40 @@ def _pathconf(path: str, name: str, default: int) -> int:
     return value if value > 0 else default
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0o777  # unknown: every mode is then set explicitly
+    found = re.search(r"^Umask:\s*([0-7]+)$", status, re.MULTILINE)
+    return int(found.group(1), 8) if found else 0o777
+
+
+_UMASK = _umask()
+
+
+def _create(path: str, mode: int) -> int:
+    """A new file (never through a link), made with its final permission bits if the
+    umask keeps them, else 0o600 until ``_fix_mode``."""
+    return os.open(path, _CREATE, mode & 0o777 if not mode & _UMASK else 0o600)
+
+
+def _fix_mode(descriptor: int, mode: int) -> None:
+    """Set the permission bits the umask took away at creation (rarely needed)."""
+    if mode & _UMASK & 0o777:
+        os.fchmod(descriptor, mode & 0o777)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
 class _Extractor:
     """Writes entries under ``root`` after checking each one; see the module docstring."""
 
@@ -963,11 +1009,16 @@ class _Extractor:
         self.budget.add_entry()
 
     def _path(self, node: _Node, leaf: str | None = None) -> str:
-        names = [] if leaf is None else [leaf]
-        while node.parent is not None:
-            names.append(node.name)
-            node = node.parent
-        return os.path.join(self.root, *reversed(names))
+        """The host path of ``node`` (and ``leaf`` in it); each directory's is made once."""
+        if leaf is not None:
+            return f"{self._path(node)}/{leaf}"
+        if node.parent is None:
+            return self.root
+        if node.children is None:  # a file or a link: its path is not kept
+            return self._path(node.parent, node.name)
+        if node.path is None:
+            node.path = self._path(node.parent, node.name)
+        return node.path
 
     def _fits(self, parent: _Node, leaf: str, name: str) -> None:
         """Refuse, before the OS does, what the file system cannot hold (or tools walk)."""
@@ -1051,15 +1102,22 @@ class _Extractor:
             raise self._conflict(name)
 
     def file(self, name: str, source: IO[bytes], mode: int) -> None:
+        """A regular file, made with its final mode: three system calls for a small one."""
         parent, leaf = self._fresh(name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        descriptor = os.open(self._path(parent, leaf), flags, 0o600)
+        descriptor = _create(self._path(parent, leaf), mode)
         self.tree.add(parent, leaf)
-        with open(descriptor, "wb") as out:
-            while chunk := source.read(self.chunk_bytes):
-                self.budget.add_bytes(len(chunk))
-                out.write(chunk)
-            os.fchmod(out.fileno(), mode & 0o777)
+        try:
+            while chunk := self._read(source):
+                _write_all(descriptor, chunk)
+            _fix_mode(descriptor, mode)
+        finally:
+            os.close(descriptor)
+
+    def _read(self, source: IO[bytes]) -> bytes:
+        """The next chunk of an entry, counted before it is written."""
+        chunk = source.read(self.chunk_bytes)
+        self.budget.add_bytes(len(chunk))
+        return chunk
 
     def symlink(self, name: str, link: str) -> None:
         if not link or "\x00" in link or "\\" in link or _DRIVE.match(link) or link[0] == "/":
