@@ -207,6 +207,13 @@ def demo(_args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def systemd_unit(_args: argparse.Namespace) -> int:
+    from cpworker.systemd import unit_text
+
+    sys.stdout.write(unit_text())
+    return 0
+
+
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", help="the ActionApp to load, as module:attribute")
     parser.add_argument(
@@ -367,6 +374,9 @@ def parser() -> argparse.ArgumentParser:
 
     dem = command("demo", "run the example build action end to end, locally")
     dem.set_defaults(func=demo)
+
+    unit = command("systemd-unit", "print the systemd unit that runs cpworker serve on a host")
+    unit.set_defaults(func=systemd_unit)
     return root
 
 
