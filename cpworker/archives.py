@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -1255,52 +1255,255 @@ def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
     return min(max(stamp, _ZIP_FIRST), _ZIP_LAST)
 
 
-def _unix_info(arcname: str, st_mode: int, mtime: float) -> zipfile.ZipInfo:
-    """An entry made on Unix: file type and permission bits kept, setuid/setgid dropped."""
-    info = zipfile.ZipInfo(arcname, _zip_time(mtime))
-    info.create_system = _UNIX
-    info.external_attr = (stat.S_IFMT(st_mode) | (st_mode & 0o777)) << 16
-    info.compress_type = zipfile.ZIP_DEFLATED
-    return info
+DEFAULT_LEVEL = 1  # zlib's fastest: most of level 6's gain on text, at a fraction of its time
+STORE_ABOVE_RATIO = 0.95  # compressed / raw of the first block above which an entry is stored
+_MAX32 = 0xFFFFFFFF
+_VERSION = 20  # "version needed": deflate
+_VERSION64 = 45  # zip64
+_DESCRIPTOR = 0x08  # CRC and sizes follow the data
+
+
+def _dos_time(mtime: float) -> tuple[int, int]:
+    """The MS-DOS (time, date) of an mtime, local time, within 1980..2107."""
+    year, month, day, hour, minute, second = _zip_time(mtime)
+    return hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day
+
+
+@dataclass(slots=True)
+class _Written:
+    """What the central directory says of one entry."""
+
+    name: bytes
+    flags: int
+    method: int
+    when: tuple[int, int]
+    crc: int
+    compressed: int
+    size: int
+    offset: int
+    attributes: int
+
+    def record(self) -> bytes:
+        """Its central directory record, with a zip64 field for what does not fit 32 bits."""
+        big = [value for value in (self.size, self.compressed, self.offset) if value >= _MAX32]
+        extra = struct.pack(f"<2H{len(big)}Q", 1, 8 * len(big), *big) if big else b""
+        size, compressed, offset = (
+            min(v, _MAX32) for v in (self.size, self.compressed, self.offset)
+        )
+        version = _VERSION64 if big else _VERSION
+        return (
+            _CENTRAL.pack(
+                b"PK\x01\x02",
+                version,
+                _UNIX,
+                version,
+                0,
+                self.flags,
+                self.method,
+                *self.when,
+                self.crc,
+                compressed,
+                size,
+                len(self.name),
+                len(extra),
+                0,
+                0,
+                0,
+                self.attributes,
+                offset,
+            )
+            + self.name
+            + extra
+        )
+
+
+class Sink(Protocol):
+    """Where a zip is written: a file, or a stream that can neither seek nor tell."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+class _Counted:
+    """The output stream, and how many bytes went into it (it need not seek nor tell)."""
+
+    def __init__(self, out: Sink) -> None:
+        self._out = out
+        self.offset = 0
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+        self.offset += len(data)
 
 
 class _ZipWriter:
-    """Streams entries into a zip from disk, in the order they are added."""
+    """Writes a zip front to back, never seeking, so it can stream into an upload.
 
-    def __init__(self, zf: zipfile.ZipFile, chunk_bytes: int) -> None:
-        self.zf = zf
-        self.chunk_bytes = chunk_bytes
+    Entries keep Unix modes (``create_system`` 3). Each file's first block is compressed
+    as a probe: when that saves under 5 % (``STORE_ABOVE_RATIO``) the file is stored,
+    its CRC computed in a first read so that its local header is complete; otherwise it
+    is deflated at ``level``, a file larger than one chunk with its CRC and sizes in a
+    data descriptor after the data (as every zip reader expects of deflated entries).
+    Zip64 fields appear where sizes, offsets or counts need them.
+    """
+
+    def __init__(self, out: Sink, chunk_bytes: int, level: int) -> None:
+        self._out = _Counted(out)
+        self._chunk_bytes = chunk_bytes
+        self._level = level
+        self._central: list[_Written] = []
 
     def add_file(self, arcname: str, path: Path) -> None:
-        st = path.stat()
-        info = _unix_info(arcname, st.st_mode, st.st_mtime)
-        info.file_size = st.st_size  # lets zipfile pick zip64 for files over 2 GiB
-        with path.open("rb") as source, self.zf.open(info, "w") as out:
-            shutil.copyfileobj(source, out, self.chunk_bytes)
+        with path.open("rb") as source:
+            st = os.fstat(source.fileno())
+            entry = self._entry(arcname, st.st_mode, st.st_mtime)
+            first = source.read(self._chunk_bytes)
+            packer = zlib.compressobj(self._level, zlib.DEFLATED, -zlib.MAX_WBITS)
+            packed = packer.compress(first)
+            if len(first) < self._chunk_bytes:  # the whole file: no descriptor needed
+                self._whole(entry, first, packed + packer.flush())
+            elif len(packed) + len(packer.copy().flush()) > STORE_ABOVE_RATIO * len(first):
+                self._stored(entry, source, first)
+            else:
+                self._deflated(entry, source, packer, first, packed)
 
     def add_dir(self, arcname: str, path: Path) -> None:
         st = path.stat()
-        info = _unix_info(arcname + "/", st.st_mode, st.st_mtime)
-        info.external_attr |= 0x10  # the MS-DOS directory flag, as zip tools set it
-        info.compress_type = zipfile.ZIP_STORED
-        info.compress_size = info.file_size = info.CRC = 0
-        self.zf.mkdir(info)
+        entry = self._entry(arcname + "/", st.st_mode, st.st_mtime)
+        entry.attributes |= 0x10  # the MS-DOS directory flag, as zip tools set it
+        self._known(entry, b"", 0, 0)
 
     def add_link(self, arcname: str, path: Path, target: str) -> None:
         st = path.lstat()
-        info = _unix_info(arcname, st.st_mode, st.st_mtime)
-        info.compress_type = zipfile.ZIP_STORED
-        self.zf.writestr(info, target)
+        data = target.encode("utf-8", "surrogateescape")
+        self._known(self._entry(arcname, st.st_mode, st.st_mtime), data, zlib.crc32(data), 0)
 
     def add_data(self, arcname: str, data: bytes) -> None:
-        info = _unix_info(arcname, stat.S_IFREG | DEFAULT_FILE_MODE, time.time())
-        self.zf.writestr(info, data)
+        entry = self._entry(arcname, stat.S_IFREG | DEFAULT_FILE_MODE, time.time())
+        packer = zlib.compressobj(self._level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._whole(entry, data, packer.compress(data) + packer.flush())
+
+    def _entry(self, arcname: str, st_mode: int, mtime: float) -> _Written:
+        """An entry made on Unix: file type and permission bits kept, setuid/setgid dropped."""
+        try:
+            name, flags = arcname.encode("ascii"), 0
+        except UnicodeEncodeError:
+            name, flags = arcname.encode("utf-8", "surrogateescape"), _UTF8_NAME
+        attributes = (stat.S_IFMT(st_mode) | (st_mode & 0o777)) << 16
+        return _Written(name, flags, 0, _dos_time(mtime), 0, 0, 0, 0, attributes)
+
+    def _whole(self, entry: _Written, data: bytes, packed: bytes) -> None:
+        """An entry whose content is all in memory: deflated if that pays, else stored."""
+        if len(packed) <= STORE_ABOVE_RATIO * len(data):
+            entry.method = zipfile.ZIP_DEFLATED
+            self._known(entry, packed, zlib.crc32(data), len(data))
+        else:
+            self._known(entry, data, zlib.crc32(data), len(data))
+
+    def _known(self, entry: _Written, payload: bytes, crc: int, size: int) -> None:
+        """An entry whose CRC and sizes are known before its header is written."""
+        entry.crc, entry.compressed, entry.size = crc, len(payload), size or len(payload)
+        self._header(entry, zip64=entry.size >= _MAX32)
+        self._out.write(payload)
+
+    def _stored(self, entry: _Written, source: BinaryIO, first: bytes) -> None:
+        """A large file that does not compress: read once for its CRC, then copied."""
+        crc, size = self._crc(source, first)
+        entry.crc, entry.compressed, entry.size = crc, size, size
+        self._header(entry, zip64=size >= _MAX32)
+        source.seek(0)
+        copied, copied_crc = 0, 0
+        while chunk := source.read(min(self._chunk_bytes, size - copied)):
+            self._out.write(chunk)
+            copied, copied_crc = copied + len(chunk), zlib.crc32(chunk, copied_crc)
+        if (copied, copied_crc) != (size, crc):
+            raise ArchiveError(f"{_quote(entry.name.decode())} changed while it was zipped")
+
+    def _crc(self, source: BinaryIO, first: bytes) -> tuple[int, int]:
+        crc, size = zlib.crc32(first), len(first)
+        while chunk := source.read(self._chunk_bytes):
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+        return crc, size
+
+    def _deflated(
+        self, entry: _Written, source: BinaryIO, packer: Any, first: bytes, packed: bytes
+    ) -> None:
+        """A large file that compresses, streamed; its CRC and sizes follow in a descriptor."""
+        entry.method, entry.flags = zipfile.ZIP_DEFLATED, entry.flags | _DESCRIPTOR
+        zip64 = os.fstat(source.fileno()).st_size * 1.05 >= _MAX32  # as zipfile decides
+        self._header(entry, zip64=zip64)
+        self._out.write(packed)
+        crc, size, compressed = zlib.crc32(first), len(first), len(packed)
+        while chunk := source.read(self._chunk_bytes):
+            packed = packer.compress(chunk)
+            self._out.write(packed)
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+            compressed += len(packed)
+        tail = packer.flush()
+        self._out.write(tail)
+        entry.crc, entry.compressed, entry.size = crc, compressed + len(tail), size
+        shape = "<4sL2Q" if zip64 else "<4s3L"
+        self._out.write(struct.pack(shape, b"PK\x07\x08", crc, entry.compressed, size))
+
+    def _header(self, entry: _Written, *, zip64: bool) -> None:
+        entry.offset = self._out.offset
+        sizes = (entry.compressed, entry.size)
+        if entry.flags & _DESCRIPTOR:
+            sizes = (0, 0)
+        extra = struct.pack("<2H2Q", 1, 16, sizes[1], sizes[0]) if zip64 else b""
+        if zip64:
+            sizes = (_MAX32, _MAX32)
+        crc = 0 if entry.flags & _DESCRIPTOR else entry.crc
+        header = _LOCAL.pack(
+            _ZIP_MAGIC,
+            _VERSION64 if zip64 else _VERSION,
+            0,
+            entry.flags,
+            entry.method,
+            *entry.when,
+            crc,
+            *sizes,
+            len(entry.name),
+            len(extra),
+        )
+        self._out.write(header + entry.name + extra)
+        self._central.append(entry)
+
+    def close(self) -> None:
+        """The central directory and the end records (zip64 ones when needed)."""
+        start = self._out.offset
+        for entry in self._central:
+            self._out.write(entry.record())
+        end, count = self._out.offset, len(self._central)
+        size = end - start
+        if count >= 0xFFFF or size >= _MAX32 or start >= _MAX32:
+            self._out.write(
+                _ZIP64_EOCD.pack(
+                    b"PK\x06\x06", 44, _VERSION64, _VERSION64, 0, 0, count, count, size, start
+                )
+                + _ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, end, 1)
+            )
+        self._out.write(
+            _EOCD.pack(
+                b"PK\x05\x06",
+                0,
+                0,
+                min(count, 0xFFFF),
+                min(count, 0xFFFF),
+                min(size, _MAX32),
+                min(start, _MAX32),
+                0,
+            )
+        )
 
 
 @contextmanager
-def _zip_writer(out: Path, chunk_bytes: int) -> Iterator[_ZipWriter]:
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        yield _ZipWriter(zf, chunk_bytes)
+def _zip_writer(out: Path | Sink, chunk_bytes: int, level: int) -> Iterator[_ZipWriter]:
+    """A zip writer into ``out`` (a file made there, or a stream), closed with its directory."""
+    with ExitStack() as stack:
+        stream = stack.enter_context(out.open("wb")) if isinstance(out, Path) else out
+        writer = _ZipWriter(stream, chunk_bytes, level)
+        yield writer
+        writer.close()
 
 
 def _walk(directory: Path) -> Iterator[Path]:
@@ -1336,7 +1539,9 @@ def _inner_link(path: Path, root: str, arcname: str) -> str:
     return target
 
 
-def zip_directory(source: Path, out: Path, chunk_bytes: int) -> None:
+def zip_directory(
+    source: Path, out: Path | Sink, chunk_bytes: int, level: int = DEFAULT_LEVEL
+) -> None:
     """Zip everything under ``source`` into ``out``, in sorted order, with Unix modes.
 
     Symbolic links are stored as links (not followed) when they resolve inside
@@ -1344,7 +1549,7 @@ def zip_directory(source: Path, out: Path, chunk_bytes: int) -> None:
     a file. Device files, fifos and sockets raise UnsafeEntryError.
     """
     root = os.path.realpath(source)
-    with _zip_writer(out, chunk_bytes) as writer:
+    with _zip_writer(out, chunk_bytes, level) as writer:
         for path in _walk(source):
             arcname = path.relative_to(source).as_posix()
             if path.is_symlink():
@@ -1357,13 +1562,18 @@ def zip_directory(source: Path, out: Path, chunk_bytes: int) -> None:
                 raise UnsafeEntryError(f"{arcname!r} is a device file, fifo or socket")
 
 
-def zip_members(members: Mapping[str, Member], out: Path, chunk_bytes: int) -> None:
+def zip_members(
+    members: Mapping[str, Member],
+    out: Path | Sink,
+    chunk_bytes: int,
+    level: int = DEFAULT_LEVEL,
+) -> None:
     """Zip the given members into ``out``, sorted by name.
 
     ``bytes`` are stored as they are, ``str`` as UTF-8 text (mode 0o644), and a
     ``Path`` is the file whose content (and mode) is streamed in.
     """
-    with _zip_writer(out, chunk_bytes) as writer:
+    with _zip_writer(out, chunk_bytes, level) as writer:
         for name in sorted(members):
             arcname = "/".join(safe_parts(name))
             if not arcname:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import stat
 import struct
@@ -518,6 +519,89 @@ def test_upload_file_as_is_and_multipart(
     assert head["ETag"].strip('"').endswith("-3")  # three parts
     assert head["ServerSideEncryption"] == "aws:kms"
     assert s3.get_object(Bucket=bucket, Key=artifact.key)["Body"].read() == big.read_bytes()
+
+
+def tree_of_every_kind(src: Path) -> None:
+    """Text (deflated), random bytes over a part (stored), empty, non-ASCII, modes, links."""
+    (src / "bin").mkdir(parents=True)
+    (src / "empty-dir").mkdir()
+    (src / "bin" / "run.sh").write_text("#!/bin/sh\necho built\n")
+    (src / "bin" / "run.sh").chmod(0o755)
+    (src / "big.txt").write_text("a line of build output\n" * 400_000)  # 9 MB, compresses
+    (src / "random.bin").write_bytes(os.urandom(6 * 1024 * 1024))  # does not
+    (src / "empty").write_bytes(b"")
+    (src / "read-only.cfg").write_text("x=1\n")
+    (src / "read-only.cfg").chmod(0o444)
+    (src / "ünïcödé.txt").write_text("accents")
+    (src / "latest").symlink_to("bin/run.sh")
+
+
+def test_streamed_multipart_zip_is_valid_and_identical_to_the_tree(
+    aws: Callable[..., Any], s3: Any, job_client: Any, bucket: str, workspace: Path
+) -> None:
+    key_id = aws("kms").create_key()["KeyMetadata"]["KeyId"]
+    src = workspace / "dist"
+    tree_of_every_kind(src)
+    settings = ArtifactSettings(multipart_chunk_bytes=5 * 1024 * 1024)
+    artifact = output(job_client, bucket, workspace, encryption_key_id=key_id, settings=settings)
+    artifact.upload_dir("dist")
+    assert not (workspace / ".cpworker").exists()  # no temporary zip
+    head = s3.head_object(Bucket=bucket, Key=artifact.key)
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert key_id in head["SSEKMSKeyId"]
+    assert int(head["ETag"].strip('"').split("-")[1]) == 2  # two parts: the zip was streamed
+    local = workspace / "uploaded.zip"
+    local.write_bytes(s3.get_object(Bucket=bucket, Key=artifact.key)["Body"].read())
+    with zipfile.ZipFile(local) as zf:
+        assert zf.testzip() is None
+        infos = {info.filename: info for info in zf.infolist()}
+        assert infos["random.bin"].compress_type == zipfile.ZIP_STORED
+        assert infos["big.txt"].compress_type == zipfile.ZIP_DEFLATED
+        for path in src.rglob("*"):
+            name = path.relative_to(src).as_posix() + (
+                "/" if path.is_dir() and not path.is_symlink() else ""
+            )
+            info = infos.pop(name)
+            assert info.create_system == 3
+            assert info.external_attr >> 16 == os.lstat(path).st_mode, name
+            if path.is_symlink():
+                assert zf.read(info) == os.readlink(path).encode()
+            elif path.is_file():
+                assert zf.read(info) == path.read_bytes(), name
+        assert not infos
+    if shutil.which("unzip") is None:
+        pytest.skip("unzip is not installed: checked with zipfile only")
+    tested = subprocess.run(["unzip", "-t", str(local)], capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "No errors detected" in tested.stdout
+
+
+def test_small_zip_is_one_put_object(
+    s3: Any, job_client: Any, bucket: str, workspace: Path
+) -> None:
+    artifact = output(job_client, bucket, workspace)
+    artifact.upload_files({"a.txt": "a"})
+    head = s3.head_object(Bucket=bucket, Key=artifact.key)
+    assert "-" not in head["ETag"]
+    assert head["ServerSideEncryption"] == "aws:kms"
+
+
+def test_failed_streamed_upload_is_aborted(
+    s3: Any, job_client: Any, bucket: str, workspace: Path, tmp_path: Path
+) -> None:
+    # Two parts are sent, then a link out of the tree fails the zip
+    (workspace / "dist").mkdir()
+    (workspace / "dist" / "a.bin").write_bytes(os.urandom(11 * 1024 * 1024))
+    (tmp_path / "secret.txt").write_text("do not ship")
+    (workspace / "dist" / "z-leak").symlink_to(tmp_path / "secret.txt")
+    settings = ArtifactSettings(multipart_chunk_bytes=5 * 1024 * 1024)
+    artifact = output(job_client, bucket, workspace, key="out/aborted", settings=settings)
+    with pytest.raises(JobFailed, match="outside the directory being zipped"):
+        artifact.upload_dir("dist")
+    assert not artifact.uploaded
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="out/aborted")
 
 
 def test_failed_upload_raises_without_credentials(job_client: Any, workspace: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-@pytest.mark.parametrize("script", ["p1_input.py"])
+@pytest.mark.parametrize("script", ["p1_input.py", "p2_output.py"])
 def test_bench_runs_quickly_and_prints_its_ratio_last(script: str) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--quick"],
