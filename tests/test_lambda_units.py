@@ -14,10 +14,10 @@ import pytest
 from botocore.exceptions import ClientError
 from pytest_mock import MockerFixture
 
-from cpworker import ActionApp, Continue, Job, Success, lambda_handler
+from cpworker import ActionApp, Continue, Job, Success, emf, lambda_handler
 from cpworker.logs import logger
 from cpworker.result import decode_token, resume
-from cpworker.sources import lambda_invoke, lambda_runtime
+from cpworker.sources import lambda_invoke
 from cpworker.sources.lambda_invoke import config_values, envelope_from_event
 from cpworker.sources.lambda_runtime import LambdaSettings, _HandlerThread
 
@@ -127,9 +127,9 @@ class _Context:
 def metrics_namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """EMF metrics on, with a Metrics object made for this namespace."""
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "cpworker-tests")
-    lambda_runtime._metrics.cache_clear()
+    emf._metrics.cache_clear()
     yield
-    lambda_runtime._metrics.cache_clear()
+    emf._metrics.cache_clear()
 
 
 def _metric_names(printed: str) -> set[str]:

@@ -33,10 +33,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
 
+from cpworker import emf
 from cpworker.app import ActionSpec, run_handler
 from cpworker.logs import LOGGER_NAME, JobLogger, RedactingFormatter, limit_sdk_loggers, logger
 from cpworker.model import JobEnvelope
@@ -126,7 +126,8 @@ class LambdaRuntime(ABC):
         duration_ms = (time.monotonic() - started) * 1000
         if delivered:
             log.info(self.delivered, extra={"outcome": outcome, "duration_s": duration_ms / 1000})
-        _emit_metrics(outcome, duration_ms, delivered)
+        if emf.enabled():
+            emf.emit_job_metrics(outcome, duration_ms, delivered)
         return answer
 
     def _run(self, received: Received, secrets: list[str], budget: float, log: JobLogger) -> Result:
@@ -302,24 +303,3 @@ def _traced(action: str, job_id: str) -> Iterator[Callable[[str, str], None]]:
     with tracer.provider.in_subsegment(name=f"## {action}") as subsegment:
         subsegment.put_annotation(key="job_id", value=job_id)
         yield lambda key, value: subsegment.put_annotation(key=key, value=value)
-
-
-def _emit_metrics(outcome: str, duration_ms: float, reported: bool) -> None:
-    """EMF metrics of the job's outcome and duration, and ``ReportFailed`` when its result
-    could not be reported; only when POWERTOOLS_METRICS_NAMESPACE is set."""
-    if not os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
-        return
-    metrics = _metrics()
-    metrics.add_metric(name="Jobs", unit=MetricUnit.Count, value=1)
-    metrics.add_metadata(key="outcome", value=outcome)
-    kind = outcome.split(":")[0].capitalize()
-    metrics.add_metric(name=f"Job{kind}", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
-    if not reported:
-        metrics.add_metric(name="ReportFailed", unit=MetricUnit.Count, value=1)
-    metrics.flush_metrics()
-
-
-@cache
-def _metrics() -> Metrics:
-    return Metrics()
