@@ -78,7 +78,7 @@ _MAX_EXTENDED_HEADERS = 16  # in a row before one tar member; tarfile reads them
 _MAX_LZMA_DICT = 64 * 1024 * 1024  # a zip LZMA entry's dictionary (xz -9 uses 64 MiB)
 _COMPRESSED_READ = 64 * 1024  # compressed bytes read at a time from a zip entry
 _SHOWN_NAME = 160  # characters of an entry name shown in a message
-_ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGIC = b"PK\x03\x04"
 _UNIX = 3  # zip "version made by" host system: Unix, so external_attr holds st_mode
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _READ_ERRORS = (
@@ -181,9 +181,9 @@ class Budget:
 def sniff(path: Path) -> Kind:
     """The archive kind from the content (never the name): zip, tar (any compression), file."""
     with path.open("rb") as handle:
-        head = handle.read(len(_ZIP_MAGIC))
+        head = handle.read(len(ZIP_MAGIC))
     # A truncated zip has no central directory, yet it is a zip: report it as corrupt.
-    if head == _ZIP_MAGIC or zipfile.is_zipfile(path):
+    if head == ZIP_MAGIC or zipfile.is_zipfile(path):
         return "zip"
     return "tar" if _is_tar(path) else "file"
 
@@ -254,13 +254,18 @@ def _at(entry: str | None) -> str:
     return "the archive" if entry is None else f"entry {_quote(entry)}"
 
 
-class _Metered(io.RawIOBase):
-    """The archive file, adding the bytes read from it to a budget (for the ratio)."""
+Wait = Callable[[int, int], None]  # blocks until bytes [start, end) of the archive are on disk
 
-    def __init__(self, path: Path, budget: Budget) -> None:
+
+class _Metered(io.RawIOBase):
+    """The archive file, adding the bytes read from it to a budget (for the ratio), and,
+    while it is still being downloaded, waiting for the bytes each read needs."""
+
+    def __init__(self, path: Path, budget: Budget | None, wait: Wait | None) -> None:
         super().__init__()
         self._file = io.FileIO(path, "r")
         self._budget = budget
+        self._wait = wait
 
     def readable(self) -> bool:
         return True
@@ -269,8 +274,12 @@ class _Metered(io.RawIOBase):
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
+        if self._wait is not None:
+            start = self._file.tell()
+            self._wait(start, start + len(memoryview(buffer)))
         count = self._file.readinto(buffer) or 0
-        self._budget.read += count
+        if self._budget is not None:
+            self._budget.read += count
         return count
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
@@ -284,9 +293,11 @@ class _Metered(io.RawIOBase):
         super().close()
 
 
-def _open_archive(stack: ExitStack, path: Path, budget: Budget | None) -> BinaryIO:
+def _open_archive(
+    stack: ExitStack, path: Path, budget: Budget | None, wait: Wait | None = None
+) -> BinaryIO:
     """The archive file, buffered; metered into ``budget`` when there is one."""
-    raw = _Metered(path, budget) if budget is not None else io.FileIO(path, "r")
+    raw = _Metered(path, budget, wait) if budget or wait else io.FileIO(path, "r")
     return stack.enter_context(io.BufferedReader(raw))
 
 
@@ -585,7 +596,7 @@ def _open_zip_entry(handle: BinaryIO, entry: _ZipEntry) -> BinaryIO:
         raise ArchiveError(f"entry {_quote(entry.name)} is patch data, which is not supported")
     handle.seek(entry.offset)
     head = handle.read(_LOCAL.size)
-    if len(head) < _LOCAL.size or head[:4] != _ZIP_MAGIC:
+    if len(head) < _LOCAL.size or head[:4] != ZIP_MAGIC:
         raise _bad_zip(f"entry {_quote(entry.name)} has no local header")
     name_len, extra_len = _LOCAL.unpack(head)[-2:]
     if handle.read(name_len) != entry.raw_name:
@@ -1172,12 +1183,21 @@ class _Extractor:
 
 
 def extract(
-    archive: Path, kind: Kind, dest: Path, *, budget: Budget, chunk_bytes: int, file_name: str
+    archive: Path,
+    kind: Kind,
+    dest: Path,
+    *,
+    budget: Budget,
+    chunk_bytes: int,
+    file_name: str,
+    wait: Wait | None = None,
 ) -> None:
     """Extract ``archive`` into ``dest`` (missing or empty) safely; on any error ``dest`` is
     removed.
 
-    A ``file`` (not an archive) becomes the one file ``dest/file_name``.
+    A ``file`` (not an archive) becomes the one file ``dest/file_name``. With ``wait``,
+    a zip is extracted while it is still being written: ``archive`` has its final size,
+    and ``wait`` returns once the bytes a read needs are there (or raises).
     """
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -1187,7 +1207,7 @@ def extract(
     try:
         with _guarded(kind, lambda: extractor.current), ExitStack() as stack:
             if kind == "zip":
-                _extract_zip(stack, archive, extractor)
+                _extract_zip(stack, archive, extractor, wait)
             elif kind == "tar":
                 _extract_tar(stack, archive, extractor)
             else:
@@ -1199,9 +1219,9 @@ def extract(
         raise
 
 
-def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor) -> None:
-    directory = _open_archive(stack, archive, None)
-    data = _open_archive(stack, archive, ex.budget)
+def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, wait: Wait | None) -> None:
+    directory = _open_archive(stack, archive, None, wait)
+    data = _open_archive(stack, archive, ex.budget, wait)
     entries = size = 0
     for entry in _zip_entries(directory, ex.budget.max_entries):
         entries, size = entries + 1, size + entry.size
@@ -1454,7 +1474,7 @@ class _ZipWriter:
             sizes = (_MAX32, _MAX32)
         crc = 0 if entry.flags & _DESCRIPTOR else entry.crc
         header = _LOCAL.pack(
-            _ZIP_MAGIC,
+            ZIP_MAGIC,
             _VERSION64 if zip64 else _VERSION,
             0,
             entry.flags,

@@ -57,6 +57,7 @@ _INTERNAL_DIR = ".cpworker"  # downloads, inside the workspace
 _DENIED = frozenset({"AccessDenied", "AllAccessDisabled"})
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket"})
 _MIN_PART = 5 * MIB  # S3's smallest part (but the last)
+_TAIL_BYTES = 8 * MIB  # fetched first when a zip is extracted while downloading
 _SESSION_LOCK = threading.Lock()
 _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
 
@@ -305,27 +306,36 @@ class InputArtifact(_StoredArtifact):
         return target
 
     def _fetch(self) -> Path:
-        if self._path is not None:
-            return self._path
+        if self._path is None:
+            self._finish(self._start())
+        assert self._path is not None  # _finish keeps a complete download or raises
+        return self._path
+
+    def _start(self) -> _Download:
+        """Start streaming the object into ``.cpworker/inputs/<name>.part``."""
         folder = self._workspace / _INTERNAL_DIR / "inputs"
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / _fs_name(self._name)
-        partial = folder / f"{target.name}.part"
+        partial = folder / f"{_fs_name(self._name)}.part"
         try:
-            self._stream_to(partial)
+            return _Download(self._client, self._bucket, self._key, partial, self._settings)
         except (ClientError, BotoCoreError) as exc:
             partial.unlink(missing_ok=True)
             raise self._download_failure(exc) from exc
-        partial.replace(target)
-        self._path = target
-        return target
 
-    def _stream_to(self, path: Path) -> None:
-        """Copy the object in chunks: memory stays flat whatever its size."""
-        body = self._client.get_object(Bucket=self._bucket, Key=self._key)["Body"]
-        with body, path.open("wb") as out:
-            for chunk in body.iter_chunks(self._settings.chunk_bytes):
-                out.write(chunk)
+    def _finish(self, download: _Download) -> None:
+        """Wait for ``download``: keep the object if it is complete, else raise its failure."""
+        try:
+            complete = download.join()
+        except _DownloadFailedError as failed:
+            download.path.unlink(missing_ok=True)
+            if isinstance(failed.cause, ClientError | BotoCoreError):
+                raise self._download_failure(failed.cause) from failed.cause
+            raise failed.cause from None
+        if not complete:  # cancelled
+            download.path.unlink(missing_ok=True)
+            return
+        self._path = download.path.with_suffix("")
+        download.path.replace(self._path)
 
     def _download_failure(self, exc: ClientError | BotoCoreError) -> ActionFailed:
         where = f"s3://{self._bucket}/{self._key}"
@@ -387,13 +397,17 @@ class InputArtifact(_StoredArtifact):
             return target
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise ValueError(f"cannot extract into {str(target)!r}: not an empty directory")
-        path, kind, settings = self._fetch(), self.kind, self._settings
+        settings = self._settings
         budget = archives.Budget(
             settings.max_total_bytes,
             settings.max_entries,
             settings.max_ratio,
             settings.ratio_check_after_bytes,
         )
+        if self._path is None and self._extract_while_downloading(target, budget):
+            self._extracted.add(target)
+            return target
+        path, kind = self._fetch(), self.kind
         self._archive_call(
             lambda: archives.extract(
                 path,
@@ -406,6 +420,138 @@ class InputArtifact(_StoredArtifact):
         )
         self._extracted.add(target)
         return target
+
+    def _extract_while_downloading(self, target: Path, budget: archives.Budget) -> bool:
+        """On first use, extract a large zip while it downloads; False if it is not one
+        (it is then downloaded, for the usual path).
+
+        The zip's central directory, at its end, comes first by a ranged GET; the entries
+        follow the download, each read waiting for its bytes. Every check is extraction's
+        own: only where the bytes come from differs.
+        """
+        download = self._start()
+        if download.size <= _TAIL_BYTES or download.head() != archives.ZIP_MAGIC:
+            self._finish(download)
+            return False
+        try:
+            download.fetch_tail()
+            self._archive_call(
+                lambda: archives.extract(
+                    download.path,
+                    "zip",
+                    target,
+                    budget=budget,
+                    chunk_bytes=self._settings.chunk_bytes,
+                    file_name=self._file_name,
+                    wait=download.wait,
+                )
+            )
+            self._finish(download)
+        except BaseException:
+            download.cancel()
+            shutil.rmtree(target, ignore_errors=True)
+            self._finish(download)  # raises the download's failure: the cause of this one
+            raise
+        self._kind = "zip"
+        return True
+
+
+class _DownloadFailedError(Exception):
+    """The download a reader was waiting on failed with ``cause``."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Download:
+    """An S3 object streamed into ``path`` by a thread, which readers can follow.
+
+    ``path`` has the object's size from the start; ``wait(start, end)`` returns once
+    those bytes are written: by the stream, or by ``fetch_tail``'s ranged GET of the
+    end (where a zip keeps its directory), made with ``IfMatch`` so both halves are of
+    one version. Memory stays at one chunk.
+    """
+
+    def __init__(
+        self, client: S3Client, bucket: str, key: str, path: Path, settings: ArtifactSettings
+    ) -> None:
+        response = client.get_object(Bucket=bucket, Key=key)
+        self._client, self._bucket, self._key = client, bucket, key
+        self.path, self.size, self._etag = path, response["ContentLength"], response["ETag"]
+        self._body = response["Body"]
+        self._changed = threading.Condition()
+        self._front = 0  # bytes written from the start
+        self._tail = self.size  # where the bytes written from the end begin
+        self._failure: BaseException | None = None
+        self._done = self._cancelled = False
+        with path.open("wb") as out:
+            out.truncate(self.size)
+        self._chunk_bytes = settings.chunk_bytes
+        self._thread = threading.Thread(target=self._stream, name="cpworker-download")
+        self._thread.start()
+
+    def _stream(self) -> None:
+        try:
+            with self._body, self.path.open("r+b", buffering=0) as out:
+                for chunk in self._body.iter_chunks(self._chunk_bytes):
+                    if self._cancelled:
+                        return
+                    out.write(chunk)
+                    with self._changed:
+                        self._front += len(chunk)
+                        self._changed.notify_all()
+        except (ClientError, BotoCoreError, OSError) as exc:  # the reader raises it
+            self._failure = exc
+        finally:
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    def head(self) -> bytes:
+        """The object's first bytes (a zip's magic), once downloaded."""
+        self.wait(0, len(archives.ZIP_MAGIC))
+        with self.path.open("rb") as source:
+            return source.read(len(archives.ZIP_MAGIC))
+
+    def fetch_tail(self) -> None:
+        """Write the last ``_TAIL_BYTES`` now, with a ranged GET of the same version."""
+        start = self.size - _TAIL_BYTES
+        try:
+            tail = self._client.get_object(
+                Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-", IfMatch=self._etag
+            )["Body"]
+            with tail, self.path.open("r+b", buffering=0) as out:
+                out.seek(start)
+                for chunk in tail.iter_chunks(self._chunk_bytes):
+                    out.write(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            self._failure = exc
+            raise _DownloadFailedError(exc) from exc
+        with self._changed:
+            self._tail = start
+            self._changed.notify_all()
+
+    def wait(self, start: int, end: int) -> None:
+        """Return once bytes [start, end) are written; raise if the download failed."""
+        end = min(end, self.size)
+        with self._changed:
+            while not (
+                self._done or end <= self._front or self._front >= self._tail or start >= self._tail
+            ):
+                self._changed.wait()
+            if self._failure is not None:
+                raise _DownloadFailedError(self._failure)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def join(self) -> bool:
+        """Wait for the stream's end: True if complete, False if cancelled; its failure raised."""
+        self._thread.join()
+        if self._failure is not None:
+            raise _DownloadFailedError(self._failure)
+        return not self._cancelled or self._front == self.size
 
 
 class OutputArtifact(_StoredArtifact):
@@ -552,7 +698,8 @@ class _StreamingUpload:
     def write(self, data: bytes) -> int:
         self._buffer += data
         if len(self._buffer) >= self._part_bytes:
-            part = bytes(self._buffer[: self._part_bytes])
+            with memoryview(self._buffer) as view:  # one copy of the part, not two
+                part = bytes(view[: self._part_bytes])
             del self._buffer[: self._part_bytes]
             self._send(part)
         return len(data)

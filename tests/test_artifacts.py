@@ -355,6 +355,25 @@ def test_tar_gz_extract_names_and_read(make_input: InputFactory, workspace: Path
     assert (dest / "README.link").read_text() == "readme"
 
 
+def test_large_zip_extracted_while_downloading(make_input: InputFactory, workspace: Path) -> None:
+    # Over 8 MiB: its directory comes by a ranged GET, its entries follow the download
+    blob = os.urandom(9 * 1024 * 1024)
+    artifact = make_input(zip_of(("a/blob.bin", blob), ("b.txt", b"text")))
+    dest = artifact.extract()
+    assert (dest / "a/blob.bin").read_bytes() == blob
+    assert artifact.names() == ["a/blob.bin", "b.txt"]  # the download is kept
+    assert artifact.kind == "zip"
+    assert not list(workspace.rglob("*.part"))
+
+
+def test_large_hostile_zip_is_refused_while_downloading(
+    make_input: InputFactory, workspace: Path
+) -> None:
+    artifact = make_input(zip_of(("blob.bin", os.urandom(9 * 1024 * 1024)), ("../evil", b"x")))
+    assert_failed_cleanly(artifact, workspace, "entry '../evil' would be written outside")
+    assert not list(workspace.rglob("*.part"))
+
+
 def test_zip_names_open_and_missing_member(make_input: InputFactory, workspace: Path) -> None:
     artifact = make_input(zip_of(("dir/", b""), ("dir/a.txt", b"A"), ("b.bin", b"\x00\x01")))
     assert artifact.kind == "zip"
