@@ -24,16 +24,22 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 __all__ = [
     "SOURCE_ARTIFACT",
     "PipelineRun",
     "action_execution",
     "action_state",
+    "artifact_bytes",
     "custom_action",
+    "endpoint_client",
+    "extract_artifact",
     "lambda_action",
     "pipeline_declaration",
     "start_pipeline",
@@ -45,6 +51,12 @@ __all__ = [
 
 SOURCE_ARTIFACT = "SourceOutput"
 """The name of the artifact the source action of :func:`pipeline_declaration` produces."""
+
+REGION = "us-east-1"
+DUMMY_KEY = "cpworker-testing"
+
+ArtifactSource = Path | Mapping[str, bytes | str] | bytes
+"""An artifact's content: a directory (zipped), a file (as is), a file map (zipped), bytes."""
 
 
 def zip_bytes(files: Mapping[str, bytes | str]) -> bytes:
@@ -64,6 +76,42 @@ def zip_directory(directory: Path) -> bytes:
             for path in sorted(directory.rglob("*"))
             if path.is_file()
         }
+    )
+
+
+def artifact_bytes(source: ArtifactSource) -> bytes:
+    """The S3 object of an artifact: a directory or a file map zipped, a file as is."""
+    if isinstance(source, Path):
+        return zip_directory(source) if source.is_dir() else source.read_bytes()
+    return source if isinstance(source, bytes) else zip_bytes(source)
+
+
+def extract_artifact(client: S3Client, name: str, bucket: str, key: str, root: Path) -> Path:
+    """The artifact at ``s3://bucket/key`` extracted into ``root/name``, read as a handler
+    reads its inputs (streamed, with the same safe extraction)."""
+    from cpworker.artifacts import InputArtifact
+
+    reader = InputArtifact(
+        name=name, bucket=bucket, key=key, revision=None, client=client, workspace=root
+    )
+    return reader.extract(name)
+
+
+def endpoint_client(endpoint_url: str, service: str, **options: Any) -> Any:
+    """A boto3 client of ``service`` at ``endpoint_url`` with dummy credentials: it can
+    reach nothing else (S3: path-style, as loopback has no bucket subdomains)."""
+    import boto3
+    from botocore.config import Config
+
+    if service == "s3":
+        options.setdefault("config", Config(s3={"addressing_style": "path"}))
+    return boto3.session.Session().client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY,
+        aws_secret_access_key=DUMMY_KEY,
+        **options,
     )
 
 
