@@ -22,7 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -35,6 +36,7 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 from tenacity import (
+    RetryCallState,
     before_sleep_log,
     retry,
     retry_if_exception,
@@ -100,8 +102,14 @@ class RetryPolicy:
     backoff_base_s: float = 0.2
     backoff_max_s: float = 20.0
 
-    def wrap(self, call: Callable[[], T], abandon: threading.Event | None = None) -> T:
+    def wrap(
+        self,
+        call: Callable[[], T],
+        abandon: threading.Event | None = None,
+        retried: Callable[[BaseException], None] | None = None,
+    ) -> T:
         """``call()`` with retries; once ``abandon`` is set, no further attempt is made.
+        ``retried`` is told each error that is retried (for metrics).
 
         The first attempt is a plain call: tenacity (tens of microseconds per call) only
         takes over once an attempt has failed with a retryable error, and counts that
@@ -128,10 +136,27 @@ class RetryPolicy:
             stop=stop,
             wait=wait_random_exponential(multiplier=self.backoff_base_s, max=self.backoff_max_s),
             sleep=_sleeper(abandon),
-            before_sleep=before_sleep_log(log, logging.WARNING),
+            before_sleep=_before_sleep(retried),
             reraise=True,
         )
         return retrying(attempt)()
+
+
+def _before_sleep(
+    retried: Callable[[BaseException], None] | None,
+) -> Callable[[RetryCallState], None]:
+    """Log the retried error, and tell ``retried`` about it."""
+    logged = before_sleep_log(log, logging.WARNING)
+    if retried is None:
+        return logged
+
+    def before_sleep(state: RetryCallState) -> None:
+        logged(state)
+        error = state.outcome.exception() if state.outcome is not None else None
+        if error is not None:
+            retried(error)
+
+    return before_sleep
 
 
 def _sleeper(abandon: threading.Event | None) -> Callable[[float], None]:
@@ -199,15 +224,45 @@ def codepipeline_client(
     )
 
 
+class CallObserver(Protocol):
+    """Told about the CodePipeline calls that fail (after their retries) and the errors
+    that are retried, by operation; a worker's metrics."""
+
+    def api_failed(self, operation: str, error: BaseException) -> None: ...
+
+    def api_retried(self, operation: str, error: BaseException) -> None: ...
+
+
 class CodePipelineAPI:
     """The job calls of custom and third-party jobs, retried per ``RetryPolicy``.
 
     A client token is a secret: it is passed through, never kept nor logged.
     """
 
-    def __init__(self, client: Any, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, client: Any, policy: RetryPolicy | None = None, observer: CallObserver | None = None
+    ) -> None:
         self.client = client
         self.policy = policy or RetryPolicy()
+        self.observer = observer
+
+    def _call(
+        self,
+        operation: str,
+        call: Callable[[], T],
+        abandon: threading.Event | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> T:
+        """``call()`` with retries, its errors and retries told to the observer."""
+        policy = policy or self.policy
+        observer = self.observer
+        if observer is None:
+            return policy.wrap(call, abandon)
+        try:
+            return policy.wrap(call, abandon, partial(observer.api_retried, operation))
+        except Exception as exc:
+            observer.api_failed(operation, exc)
+            raise
 
     def poll_for_jobs(
         self,
@@ -223,7 +278,7 @@ class CodePipelineAPI:
         }
         if query:
             request["queryParam"] = dict(query)
-        answer = self.policy.wrap(lambda: self.client.poll_for_jobs(**request), abandon)
+        answer = self._call("PollForJobs", lambda: self.client.poll_for_jobs(**request), abandon)
         jobs: list[JobEnvelope | MalformedJob] = []
         for job in answer.get("jobs", []):
             try:
@@ -233,11 +288,13 @@ class CodePipelineAPI:
         return jobs
 
     def acknowledge_job(self, job_id: str, nonce: str) -> str:
-        answer = self.policy.wrap(lambda: self.client.acknowledge_job(jobId=job_id, nonce=nonce))
+        answer = self._call(
+            "AcknowledgeJob", lambda: self.client.acknowledge_job(jobId=job_id, nonce=nonce)
+        )
         return str(answer.get("status", ""))
 
     def get_job_details(self, job_id: str) -> JobEnvelope:
-        answer = self.policy.wrap(lambda: self.client.get_job_details(jobId=job_id))
+        answer = self._call("GetJobDetails", lambda: self.client.get_job_details(jobId=job_id))
         return JobEnvelope.model_validate(answer["jobDetails"])
 
     def poll_for_third_party_jobs(
@@ -252,7 +309,11 @@ class CodePipelineAPI:
         cannot even be failed.
         """
         request = {"actionTypeId": type_id.model_dump(), "maxBatchSize": max_batch_size}
-        answer = self.policy.wrap(lambda: self.client.poll_for_third_party_jobs(**request), abandon)
+        answer = self._call(
+            "PollForThirdPartyJobs",
+            lambda: self.client.poll_for_third_party_jobs(**request),
+            abandon,
+        )
         jobs = []
         for job in answer.get("jobs", []):
             try:
@@ -266,8 +327,9 @@ class CodePipelineAPI:
         self, job_id: str, client_token: str
     ) -> JobEnvelope | MalformedJob:
         """The third-party job's details and nonce, or what makes them unreadable."""
-        answer = self.policy.wrap(
-            lambda: self.client.get_third_party_job_details(jobId=job_id, clientToken=client_token)
+        answer = self._call(
+            "GetThirdPartyJobDetails",
+            lambda: self.client.get_third_party_job_details(jobId=job_id, clientToken=client_token),
         )
         details = answer["jobDetails"]
         try:
@@ -276,10 +338,11 @@ class CodePipelineAPI:
             return malformed(details, exc)
 
     def acknowledge_third_party_job(self, job_id: str, nonce: str, client_token: str) -> str:
-        answer = self.policy.wrap(
+        answer = self._call(
+            "AcknowledgeThirdPartyJob",
             lambda: self.client.acknowledge_third_party_job(
                 jobId=job_id, nonce=nonce, clientToken=client_token
-            )
+            ),
         )
         return str(answer.get("status", ""))
 
@@ -317,7 +380,7 @@ class CodePipelineAPI:
                 raise
 
         try:
-            (policy or self.policy).wrap(attempt)
+            self._call(operation, attempt, policy=policy)
         except ClientError as exc:
             if not (ambiguous and error_code(exc) == "InvalidJobStateException"):
                 raise

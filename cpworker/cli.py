@@ -81,6 +81,9 @@ def serve(args: argparse.Namespace) -> int:
         region=client.meta.region_name,
         endpoint_url=args.endpoint_url,
         profile=args.profile,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        emf=args.emf,
     )
     try:
         worker = Worker(CodePipelineAPI(client), specs, settings, app.client_tokens)
@@ -236,6 +239,12 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("CPWORKER_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (default: $CPWORKER_LOG_LEVEL or INFO)",
     )
+    common.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=os.environ.get("CPWORKER_LOG_FORMAT", "json"),
+        help="JSON lines, or text for a terminal (default: $CPWORKER_LOG_FORMAT or json)",
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -292,6 +301,22 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--keep-workspace", action="store_true", help="keep job workspaces")
     run.add_argument("--register", action="store_true", help="create missing action types first")
+    metrics = run.add_argument_group("metrics and health")
+    metrics.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (0: a free one, logged at start)",
+    )
+    metrics.add_argument(
+        "--metrics-host", default="127.0.0.1", help="the address of the metrics port (127.0.0.1)"
+    )
+    metrics.add_argument(
+        "--emf",
+        action="store_true",
+        help="write CloudWatch EMF metrics of each job to stdout "
+        "(namespace: $POWERTOOLS_METRICS_NAMESPACE)",
+    )
     run.set_defaults(func=serve)
 
     reg = command("register", "create the app's custom action types")
@@ -382,7 +407,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging(args.log_level.upper())
+    configure_logging(args.log_level.upper(), log_format=args.log_format)
     command: Callable[[Any], int] = args.func
     return command(args)
 

@@ -1,17 +1,22 @@
-"""Structured JSON logs, one line per event, with secrets masked.
+"""Logs, one line per event, with secrets masked: JSON, or text for a terminal.
 
-The formatter is Powertools' ``LambdaPowertoolsFormatter`` so that worker and
+The JSON formatter is Powertools' ``LambdaPowertoolsFormatter`` so that worker and
 Lambda logs look alike. Secrets are masked in the line's fields *before* they are
 serialised: masking the finished JSON would miss a secret that JSON escapes
-(``"``, ``\\``, a newline) and could cut an escape sequence in two.
+(``"``, ``\\``, a newline) and could cut an escape sequence in two. The text
+formatter (``--log-format text``) masks the same fields the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
+import textwrap
+import time
 from collections.abc import MutableMapping
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 LOGGER_NAME = "cpworker"
 # Libraries whose DEBUG lines carry request headers, the job's session token included.
 SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+LogFormat = Literal["json", "text"]
 
 
 class RedactingFormatter(LambdaPowertoolsFormatter):
@@ -40,6 +46,44 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
             last_line = log_record.exc_text.rstrip().rsplit("\n", 1)[-1]
             return log_record.exc_text, last_line.split(":", 1)[0], []
         return super()._extract_log_exception(log_record)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record for a terminal: time, level, message, then the record's fields
+    as ``key=value``; a traceback follows, indented. Secrets are masked as in JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        fields = {
+            key: value for key, value in vars(record).items() if key not in _RECORD_ATTRIBUTES
+        }
+        message = SECRETS.scrub(record.getMessage()).replace("\n", "\\n")
+        line = " ".join(
+            [
+                f"{when}.{int(record.msecs):03d}",
+                f"{record.levelname:<8}",
+                message,
+                *(f"{key}={_text_value(value)}" for key, value in _scrubbed(fields).items()),
+            ]
+        )
+        trace = record.exc_text or (
+            self.formatException(record.exc_info) if record.exc_info else ""
+        )
+        if trace:
+            line += "\n" + textwrap.indent(SECRETS.scrub(trace.rstrip()), "    ")
+        return line
+
+
+# Attributes every record has; the others are the fields a log call added (``extra``).
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_BARE = re.compile(r"[^\s\"'=\\]+")
+
+
+def _text_value(value: Any) -> str:
+    """A field's value, quoted (JSON) only when it has spaces, quotes or ``=`` in it."""
+    if isinstance(value, str) and _BARE.fullmatch(value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _scrubbed(value: Any) -> Any:
@@ -67,10 +111,17 @@ def limit_sdk_loggers() -> None:
         logging.getLogger(name).setLevel(floor)
 
 
-def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = None) -> None:
-    """Send cpworker's (and the handlers') logs as JSON lines to ``stream`` (stderr)."""
+def configure_logging(
+    level: int | str = logging.INFO,
+    stream: IO[str] | None = None,
+    log_format: LogFormat = "json",
+) -> None:
+    """Send cpworker's (and the handlers') logs as JSON (or text) lines to ``stream``
+    (stderr)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(RedactingFormatter(service=LOGGER_NAME))
+    handler.setFormatter(
+        TextFormatter() if log_format == "text" else RedactingFormatter(service=LOGGER_NAME)
+    )
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -59,6 +59,7 @@ from cpworker.isolation import (
 )
 from cpworker.journal import Entry, Identity, Journal, default_state_dir, process_start
 from cpworker.logs import JobLogger, logger
+from cpworker.metrics import worker_metrics
 from cpworker.model import JobEnvelope
 from cpworker.redact import SECRETS, scrub
 from cpworker.result import Continue, Failure, Result, outcome_of, resume
@@ -102,6 +103,10 @@ class WorkerSettings:
     credential_refresh_s    900         renew a job's artifact credentials this often
     region / endpoint_url   None        where CodePipeline and S3 are (boto3 chain)
     profile                 None        AWS profile for the job processes' own clients
+    metrics_port            None        serve Prometheus ``/metrics`` and ``/healthz`` on
+                                        this port (0: any free one, logged at start)
+    metrics_host            127.0.0.1   the address of the metrics port
+    emf                     False       write CloudWatch EMF metrics of each job to stdout
     ======================  ==========  ================================================
     """
 
@@ -122,6 +127,9 @@ class WorkerSettings:
     endpoint_url: str | None = None
     profile: str | None = None
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    emf: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -233,6 +241,8 @@ class Worker:
             if self.settings.isolation == "process"
             else ThreadRunner(api)
         )
+        self._metrics = worker_metrics(self.settings, api.policy)
+        api.observer = self._metrics
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -250,6 +260,7 @@ class Worker:
                     "concurrency": self.settings.concurrency,
                     "isolation": self.settings.isolation,
                     "worker": str(self._identity),
+                    **self._metrics.start(),
                 },
             )
             self._runner.prepare()
@@ -268,6 +279,7 @@ class Worker:
             self._drain()
             redelivery.join(timeout=self.settings.report_timeout_s)
         finally:
+            self._metrics.close()
             self._runner.close()
             self._journal.close()
 
@@ -305,6 +317,7 @@ class Worker:
         with self._slots:
             if self._running.get(flight.polled.id) is flight:
                 del self._running[flight.polled.id]
+                self._metrics.slot_freed(flight.polled.id)
             self._slots.notify_all()
 
     # -- polling ---------------------------------------------------------------------------
@@ -322,6 +335,7 @@ class Worker:
                     extra={"action_type": str(spec.type_id), "error": error_code(exc) or repr(exc)},
                 )
             return 0
+        self._metrics.polled(str(spec.type_id), len(jobs))
         for job in jobs:
             if self._stopping.is_set():
                 break  # never claim a job that cannot start: CodePipeline dispatches it again
@@ -333,6 +347,7 @@ class Worker:
         flight.log.info("job received")
         with self._slots:
             self._running[polled.id] = flight
+        self._metrics.job_received(str(spec.type_id), polled.id, flight.started + spec.timeout_s)
         thread = threading.Thread(
             target=self._process, args=(flight,), name=f"job-{polled.id}", daemon=True
         )
@@ -419,12 +434,14 @@ class Worker:
             workspace,
             ref.client_id,
         )
+        began = time.monotonic()
         run = self._runner.start(self._task(spec, envelope, ref, workspace))
         if run.pid is not None:
             self._journal.child(ref.id, Identity.of(run.pid))
         if not flight.attach(run):
             run.kill()  # handed back while it started
         ended = run.wait(spec.timeout_s)
+        self._metrics.handler_ran(str(spec.type_id), time.monotonic() - began)
         if ended is not None:
             return ended
         run.kill()
@@ -461,7 +478,17 @@ class Worker:
             flight.log.debug("result dropped: the job was already reported")
             return
         assert flight.claim is not None, "only a claimed job has a result"
-        self._send(flight.claim.ref, flight.log, result, policy, flight.started)
+        landed = self._send(flight.claim.ref, flight.log, result, policy, flight.started)
+        self._count(flight.spec, result, landed, flight.started)
+
+    def _count(self, spec: ActionSpec, result: Result, landed: str | None, started: float) -> None:
+        """Tell the metrics a job's outcome: the one that landed, else the one decided."""
+        self._metrics.job_reported(
+            str(spec.type_id),
+            landed or outcome_of(result),
+            time.monotonic() - started,
+            reported=landed is not None,
+        )
 
     def _send(
         self,
@@ -470,13 +497,14 @@ class Worker:
         result: Result,
         policy: RetryPolicy | None = None,
         started: float | None = None,
-    ) -> None:
+    ) -> str | None:
         """Report ``result`` once: journaled before it is sent, and after it landed.
+        Returns the outcome that landed, ``None`` if none did.
 
         A success CodePipeline refuses for good becomes a failure that says why.
         """
         operation, request = ref.request(result)
-        self._deliver(ref, job_log, operation, request, outcome_of(result), policy, started)
+        return self._deliver(ref, job_log, operation, request, outcome_of(result), policy, started)
 
     def _deliver(
         self,
@@ -487,7 +515,7 @@ class Worker:
         outcome: str,
         policy: RetryPolicy | None = None,
         started: float | None = None,
-    ) -> None:
+    ) -> str | None:
         if self._journal is not None:
             self._journal.decided(ref.id, operation, request)
         try:
@@ -500,11 +528,11 @@ class Worker:
                     "before its result arrived",
                     extra={"outcome": outcome, "error": code},
                 )
+                landed = None
             elif operation in SUCCESS_OPERATIONS and code in REFUSED:
                 message = _refusal(exc)
                 job_log.error("CodePipeline refused the result", extra={"error": code})
-                self._send(ref, job_log, Failure(message), policy, started)
-                return
+                return self._send(ref, job_log, Failure(message), policy, started)
             else:
                 # Loud on purpose: until it lands, the pipeline waits. The worker tries
                 # again every redeliver_every_s, and a restarted worker sends the
@@ -515,14 +543,16 @@ class Worker:
                 )
                 with self._slots:
                     self._undelivered[ref.id] = _Undelivered(ref, job_log, operation, request)
-                return
+                return None
         else:
+            landed = outcome
             fields: dict[str, Any] = {"outcome": outcome, "delivery": delivery.value}
             if started is not None:
                 fields["duration_s"] = round(time.monotonic() - started, 3)
             job_log.info("result reported", extra=fields)
         if self._journal is not None:
             self._journal.reported(ref.id)
+        return landed
 
     def _redeliver(self) -> None:
         """Send the results that could not be reported again, every ``redeliver_every_s``,
@@ -586,7 +616,7 @@ class Worker:
         policy = RetryPolicy(
             attempts=4, max_elapsed_s=self.settings.report_timeout_s, backoff_max_s=1.0
         )
-        self._send(claim.ref, job_log, result, policy, started)
+        self._count(spec, result, self._send(claim.ref, job_log, result, policy, started), started)
 
     def _await_cleanup(self, deadline: float) -> None:
         """Give job threads whose process was killed a moment to remove their workspaces."""
