@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,6 @@ import pytest
 from cfnlint.api import lint_file
 from samtranslator.yaml_helper import yaml_parse
 
-from cpworker.cli import parser
 from cpworker.systemd import unit_text
 from cpworker.worker import WorkerSettings
 
@@ -45,14 +45,18 @@ def resolve(node: Any, values: dict[str, str], conditions: dict[str, bool]) -> A
     if not isinstance(node, dict):
         return node
     if "Ref" in node:
-        return NO_VALUE if node["Ref"] == "AWS::NoValue" else values[node["Ref"]]
+        name = node["Ref"]
+        return NO_VALUE if name == "AWS::NoValue" else values.get(name, f"<{name}>")  # a resource
     if "Fn::If" in node:
         name, then, otherwise = node["Fn::If"]
         return resolve(then if conditions[name] else otherwise, values, conditions)
     if "Fn::Sub" in node:
         text, names = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
         scope = {**values, **resolve(names, values, conditions)}
-        return re.sub(r"\$\{([^!}][^}]*)\}", lambda m: scope[m[1]], text)
+        text = re.sub(r"\$\{([^!}][^}]*)\}", lambda m: scope[m[1]], text)
+        return text.replace("${!", "${")
+    if "Fn::ImportValue" in node:
+        return f"<import {resolve(node['Fn::ImportValue'], values, conditions)}>"
     if "Fn::GetAtt" in node:
         return "<{}.{}>".format(*node["Fn::GetAtt"])
     if "Fn::Equals" in node:
@@ -63,18 +67,27 @@ def resolve(node: Any, values: dict[str, str], conditions: dict[str, bool]) -> A
     return {key: resolve(value, values, conditions) for key, value in node.items()}
 
 
-def worker_statements(**parameters: str) -> dict[str, dict[str, Any]]:
-    """The worker role's policy statements by Sid, for these parameter values."""
-    template = load("worker-role.yaml")
+def resolve_resource(template_name: str, resource: str, **parameters: str | int) -> dict[str, Any]:
+    """A resource's properties as CloudFormation would see them, for these parameter values."""
+    template = load(template_name)
     values = (
         {name: spec.get("Default", "") for name, spec in template["Parameters"].items()}
+        | {"AWS::StackName": "stack"}
         | parameters
         | PSEUDO
     )
     conditions: dict[str, bool] = {}
-    for name, condition in template["Conditions"].items():
+    for name, condition in template.get("Conditions", {}).items():
         conditions[name] = resolve(condition, values, conditions)
-    role = resolve(template["Resources"]["WorkerRole"]["Properties"], values, conditions)
+    properties: dict[str, Any] = resolve(
+        template["Resources"][resource]["Properties"], values, conditions
+    )
+    return properties
+
+
+def worker_statements(**parameters: str) -> dict[str, dict[str, Any]]:
+    """The worker role's policy statements by Sid, for these parameter values."""
+    role = resolve_resource("worker-role.yaml", "WorkerRole", **parameters)
     statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
     return {statement["Sid"]: statement for statement in statements}
 
@@ -142,39 +155,85 @@ def test_the_worker_role_has_nothing_on_s3_or_kms_and_no_other_wildcard() -> Non
     assert statements["WriteWorkerLogs"]["Resource"] == "<WorkerLogGroup.Arn>"
 
 
-def test_cpworker_systemd_unit_prints_the_shipped_unit() -> None:
+def cpworker(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``cpworker`` command."""
     cli = Path(sys.executable).with_name("cpworker")
-    done = subprocess.run(
-        [str(cli), "systemd-unit"], capture_output=True, text=True, timeout=60, check=False
-    )
+    return subprocess.run([str(cli), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cpworker_systemd_unit_prints_the_shipped_unit() -> None:
+    done = cpworker("systemd-unit")
     assert done.returncode == 0, done.stderr
     assert done.stdout == unit_text()
     assert done.stdout == (TEMPLATES / "cpworker.service").read_text()
     assert "ExecStart=/opt/cpworker/bin/cpworker serve $CPWORKER_APP" in done.stdout
 
 
+def fleet_user_data() -> tuple[str, dict[str, str]]:
+    """The hosts' user data script for an example deploy, and the files it writes by path."""
+    launch = resolve_resource(
+        "worker-fleet.yaml",
+        "WorkerLaunchTemplate",
+        RoleStackName="cpworker-role",
+        App="handlers.build:app",
+        Packages="cpworker",
+    )
+    script: str = launch["LaunchTemplateData"]["UserData"]["Fn::Base64"]
+    heredocs = re.findall(r"cat > (\S+) <<'(\w+)'\n(.*?\n)\2\n", script, re.DOTALL)
+    return script, {path: body for path, _tag, body in heredocs}
+
+
 def test_the_fleet_user_data_installs_the_shipped_unit_verbatim() -> None:
-    data = load("worker-fleet.yaml")["Resources"]["WorkerLaunchTemplate"]["Properties"]
-    script, _names = data["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
-    embedded = script.split("cat > /etc/systemd/system/cpworker.service <<'UNIT'\n")[1]
-    assert embedded.split("\nUNIT\n")[0] + "\n" == unit_text()
+    _script, files = fleet_user_data()
+    assert files["/etc/systemd/system/cpworker.service"] == unit_text()
     assert "${" not in unit_text()  # Fn::Sub would rewrite it
+    assert "CPWORKER_APP=handlers.build:app\n" in files["/etc/cpworker/cpworker.env"]
+
+
+def test_the_fleet_user_data_is_valid_bash_and_agent_json() -> None:
+    script, files = fleet_user_data()
+    for program in (script, files["/usr/local/sbin/cpworker-lifecycle"]):
+        checked = subprocess.run(["bash", "-n"], input=program, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+    agent = json.loads(files["/opt/aws/amazon-cloudwatch-agent/etc/cpworker.json"])
+    [log] = agent["logs"]["logs_collected"]["files"]["collect_list"]
+    assert log["log_group_name"] == "<import cpworker-role-LogGroupName>"
+    assert agent["metrics"]["append_dimensions"] == {"InstanceId": "${aws:InstanceId}"}
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "cpworker.service"
+    unit.write_text(unit_text())
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    missing = "Command /opt/cpworker/bin/cpworker is not executable"  # not installed here
+    assert [line for line in verified.stderr.splitlines() if missing not in line] == []
 
 
 def test_the_unit_drains_before_systemd_kills_and_keeps_the_journal() -> None:
     settings = unit_settings()
     command = shlex.split(settings["ExecStart"][0])
-    args = parser().parse_args(["serve", "handlers.build:app", *serve_flags(command)])
-    grace = args.drain_timeout + WorkerSettings().report_timeout_s
+    flags = serve_flags(command)
+    options = dict(zip(flags[::2], flags[1::2], strict=True))
+    grace = float(options["--drain-timeout"]) + WorkerSettings().report_timeout_s
     assert int(settings["TimeoutStopSec"][0]) >= grace + 5
     assert settings["KillSignal"] == ["SIGTERM"]
     assert settings["KillMode"] == ["mixed"]  # SIGTERM to the worker alone
     assert settings["Restart"] == ["on-failure"]  # a drained worker exits 0 and stays down
     assert settings["StateDirectory"] == ["cpworker"]
-    assert args.state_dir == Path("/var/lib/cpworker")
+    assert options["--state-dir"] == "/var/lib/cpworker"
     hook = load("worker-fleet.yaml")["Resources"]["WorkerGroup"]["Properties"]
     [terminating] = hook["LifecycleHookSpecificationList"]
     assert terminating["HeartbeatTimeout"] > int(settings["TimeoutStopSec"][0])
+
+
+def test_cpworker_serve_knows_the_units_flags() -> None:
+    flags = serve_flags(shlex.split(unit_settings()["ExecStart"][0]))
+    help_text = cpworker("serve", "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    assert [flag for flag in flags[::2] if flag not in help_text.stdout.split()] == []
 
 
 def test_the_container_image_runs_serve_as_the_unit_does() -> None:
