@@ -30,15 +30,6 @@ def test_the_next_step_counts_the_matching_files(make_job):
     assert json.loads(counts.read_text()) == {"README.txt": 2, "docs/guide.txt": 3}
 
 
-def test_a_source_directory_and_a_pattern_from_the_configuration(make_job, tmp_path):
-    (tmp_path / "notes.md").write_text("one two three four")
-    job = make_job(
-        app, config={"Pattern": "*.md"}, inputs={"SourceOutput": tmp_path}, continuation={}
-    )
-
-    assert count_words(job).output_variables == {"Words": "4"}
-
-
 class Context:
     """What the Lambda runtime reads of Lambda's context object."""
 
