@@ -274,14 +274,11 @@ class ActionApp:
 
     def register(self, codepipeline: Any, names: Sequence[str] = ()) -> list[str]:
         """Create the custom action types (skipping those that exist, and third-party ones,
-        which CodePipeline registers); returns the created ones."""
-        existing = {
-            ActionTypeId.model_validate(t["id"])
-            for page in codepipeline.get_paginator("list_action_types").paginate(
-                actionOwnerFilter="Custom"
-            )
-            for t in page["actionTypes"]
-        }
+        which CodePipeline registers); returns the created ones. A registered type is left
+        as it is even when it differs from its declaration (``cpworker.registration``)."""
+        from cpworker.registration import registered_custom_types
+
+        existing = registered_custom_types(codepipeline)
         created = []
         for spec in self.select(names):
             if spec.type_id.owner == "Custom" and spec.type_id not in existing:

@@ -1,9 +1,14 @@
-"""``cpworker`` command line: serve | register | local | demo."""
+"""cpworker: run AWS CodePipeline actions written as Python functions.
+
+Commands: serve (the worker), register / unregister / action-types (custom action
+types), local (a local CodePipeline), invoke (a Lambda handler, once), demo.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
+import logging
 import os
 import signal
 import sys
@@ -12,23 +17,38 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from cpworker.app import ActionApp
-from cpworker.logs import configure_logging
+from cpworker.app import ActionApp, ActionSpec
+from cpworker.loading import load_app
+from cpworker.logs import SDK_LOGGERS, configure_logging
+from cpworker.mistakes import UsageError, aws_problem
 
 if TYPE_CHECKING:
     from cpworker.local.faults import FaultSettings
 
 
-def load_app(reference: str) -> ActionApp:
-    """Import ``module:attribute`` (default attribute ``app``) from the current directory."""
-    module_name, _, attribute = reference.partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    module = importlib.import_module(module_name)
-    app = getattr(module, attribute or "app", None)
-    if not isinstance(app, ActionApp):
-        raise SystemExit(f"{reference}: expected an ActionApp, found {type(app).__name__}")
-    return app
+def _selected(
+    app: ActionApp, names: Sequence[str], *, custom_only: bool = False
+) -> list[ActionSpec]:
+    """The actions ``--action`` names (all by default); custom ones only if asked."""
+    try:
+        specs = app.select(names)
+    except KeyError as exc:
+        raise UsageError(f"--action: {exc.args[0]}") from None
+    if custom_only:
+        specs = [spec for spec in specs if spec.type_id.owner == "Custom"]
+        if not specs:
+            raise UsageError(
+                "no custom action to act on: CodePipeline registers third-party action types"
+            )
+    return specs
+
+
+def _codepipeline(args: argparse.Namespace) -> Any:
+    from cpworker.api import codepipeline_client
+
+    return codepipeline_client(
+        region=args.region, endpoint_url=args.endpoint_url, profile=args.profile
+    )
 
 
 def _query(text: str) -> tuple[str, dict[str, str]]:
@@ -54,17 +74,18 @@ def _on_signals(first: Callable[[], None]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from cpworker.api import CodePipelineAPI, codepipeline_client
+    from cpworker.api import CodePipelineAPI
+    from cpworker.startup import STARTUP_RETRIES, check_account, queries_for
     from cpworker.worker import Worker, WorkerSettings
     from cpworker.workspace import WorkspaceRootError
 
     app = load_app(args.app)
-    specs = app.select(args.action)
-    client = codepipeline_client(
-        region=args.region, endpoint_url=args.endpoint_url, profile=args.profile
-    )
+    specs = _selected(app, args.action)
+    queries = queries_for(specs, args.query)
+    client = _codepipeline(args)
     if args.register:
-        app.register(client, args.action)
+        STARTUP_RETRIES.wrap(lambda: app.register(client, args.action))
+    check_account(client, specs)
     defaults = WorkerSettings()
     settings = WorkerSettings(
         concurrency=args.concurrency,
@@ -76,7 +97,7 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir or defaults.state_dir,
         workspace_root=args.workspace or defaults.workspace_root,
         keep_workspace=args.keep_workspace,
-        queries=dict(args.query),
+        queries=queries,
         credential_refresh_s=args.credential_refresh,
         region=client.meta.region_name,
         endpoint_url=args.endpoint_url,
@@ -100,14 +121,116 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def register(args: argparse.Namespace) -> int:
-    from cpworker.api import codepipeline_client
-
-    app = load_app(args.app)
-    client = codepipeline_client(
-        region=args.region, endpoint_url=args.endpoint_url, profile=args.profile
+    """Create the missing types; a registered one that differs is reported (exit 1), or
+    registered as the next version with ``--bump``."""
+    from cpworker.registration import (
+        create_document,
+        differences,
+        matching_version,
+        next_version,
+        registered_custom_types,
     )
-    for created in app.register(client, args.action):
-        print(f"created custom action type {created}")
+
+    specs = _selected(load_app(args.app), args.action, custom_only=True)
+    if args.dry_run and len(specs) > 1:
+        names = ", ".join(spec.name for spec in specs)
+        raise UsageError(f"--dry-run prints one document: name one action with --action ({names})")
+    if args.dry_run and not args.bump:
+        print(json.dumps(create_document(specs[0]), indent=2))
+        return 0
+    client = _codepipeline(args)
+    registered = registered_custom_types(client)
+    status = 0
+    for spec in specs:
+        found = registered.get(spec.type_id)
+        changed = differences(spec, found) if found is not None else []
+        version = None
+        if changed and args.bump:
+            version = matching_version(spec, registered)
+            if version is not None and not args.dry_run:
+                _roll_over(spec, version)
+                continue
+            try:
+                version = version or next_version(spec.type_id, registered)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        elif changed:
+            print(
+                f"cpworker register: {spec.type_id} differs from the declaration of action "
+                f"{spec.name!r}: {'; '.join(changed)}. Action types cannot be edited: register "
+                "the declaration as the next version with --bump",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
+        document = create_document(spec, version)
+        if args.dry_run:
+            print(json.dumps(document, indent=2))
+        elif found is None or version is not None:
+            client.create_custom_action_type(**document)
+            print(f"created custom action type {_with_version(spec, document['version'])}")
+        if version is not None and not args.dry_run:
+            _roll_over(spec, version)
+    return status
+
+
+def _roll_over(spec: ActionSpec, version: str) -> None:
+    print(
+        f"{_with_version(spec, version)} matches the declaration of action {spec.name!r}: set "
+        f'version="{version}" in its @app.action so that serve polls it, then move pipelines '
+        "to it (README: Rolling pipelines over to a new version)"
+    )
+
+
+def _with_version(spec: ActionSpec, version: str) -> str:
+    return str(spec.type_id.model_copy(update={"version": version}))
+
+
+def unregister(args: argparse.Namespace) -> int:
+    """Delete the app's custom types (``--version``: that version of each)."""
+    from cpworker.registration import registered_custom_types
+
+    specs = _selected(load_app(args.app), args.action, custom_only=True)
+    client = _codepipeline(args)
+    registered = {str(type_id) for type_id in registered_custom_types(client)}
+    status = 0
+    for spec in specs:
+        type_id = _with_version(spec, args.version or spec.type_id.version)
+        if type_id not in registered:
+            print(f"cpworker unregister: {type_id} is not registered", file=sys.stderr)
+            status = 1
+            continue
+        category, _, provider, version = type_id.split("/")
+        client.delete_custom_action_type(category=category, provider=provider, version=version)
+        print(f"deleted custom action type {type_id}")
+    return status
+
+
+def action_types(args: argparse.Namespace) -> int:
+    """List the registered custom types; with an app, each against its declaration."""
+    from cpworker.registration import differences, registered_custom_types
+
+    specs = _selected(load_app(args.app), args.action, custom_only=True) if args.app else []
+    registered = registered_custom_types(_codepipeline(args))
+    declared = {spec.type_id: spec for spec in specs}
+    providers = {(spec.type_id.category, spec.type_id.provider): spec for spec in specs}
+    for type_id, found in sorted(registered.items(), key=lambda item: str(item[0])):
+        spec = declared.get(type_id)
+        if spec is not None:
+            changed = differences(spec, found)
+            what = (
+                f"differs from action {spec.name!r}: {'; '.join(changed)}"
+                if changed
+                else (f"matches action {spec.name!r}")
+            )
+        elif (older := providers.get((type_id.category, type_id.provider))) is not None:
+            what = f"another version (action {older.name!r} declares {older.type_id.version})"
+        else:
+            what = "registered" if not specs else "not declared by the app"
+        print(f"{type_id}\t{what}")
+    for type_id, spec in declared.items():
+        if type_id not in registered:
+            print(f"{type_id}\tnot registered (action {spec.name!r})")
     return 0
 
 
@@ -217,10 +340,14 @@ def systemd_unit(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("app", help="the ActionApp to load, as module:attribute")
+def _client_options(parser: argparse.ArgumentParser, verb: str, app_optional: bool = False) -> None:
     parser.add_argument(
-        "--action", action="append", default=[], help="serve only this action (repeatable)"
+        "app",
+        nargs="?" if app_optional else None,
+        help="the ActionApp to load, as module:attribute or path/file.py:attribute",
+    )
+    parser.add_argument(
+        "--action", action="append", default=[], help=f"{verb} only this action (repeatable)"
     )
     parser.add_argument("--region", help="AWS Region (default: the boto3 chain)")
     parser.add_argument(
@@ -251,7 +378,7 @@ def parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, parents=[common])
 
     run = command("serve", "poll for and run the app's custom and third-party action jobs")
-    _client_options(run)
+    _client_options(run, "serve")
     run.add_argument("--concurrency", type=int, default=4, help="jobs at once (default 4)")
     run.add_argument("--poll-min", type=float, default=0.5, help="first idle wait, s (0.5)")
     run.add_argument("--poll-max", type=float, default=10.0, help="longest idle wait, s (10)")
@@ -292,7 +419,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ACTION:Property=value",
-        help="poll only jobs whose queryable property has this value",
+        help="poll only jobs whose queryable property has this value; ACTION is the action's "
+        "name (required for an action with a queryable property)",
     )
     run.add_argument(
         "--workspace",
@@ -319,15 +447,38 @@ def parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=serve)
 
-    reg = command("register", "create the app's custom action types")
-    _client_options(reg)
+    reg = command(
+        "register", "create the app's custom action types; report those that differ from the code"
+    )
+    _client_options(reg, "register")
+    reg.add_argument(
+        "--bump",
+        action="store_true",
+        help="register a declaration that differs from its registered type as the next version",
+    )
+    reg.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the create-custom-action-type --cli-input-json document instead",
+    )
     reg.set_defaults(func=register)
+
+    unreg = command("unregister", "delete the app's custom action types")
+    _client_options(unreg, "unregister")
+    unreg.add_argument("--version", help="delete this version (default: the declared one)")
+    unreg.set_defaults(func=unregister)
+
+    types = command(
+        "action-types", "list the registered custom action types, each against the app's code"
+    )
+    _client_options(types, "list", app_optional=True)
+    types.set_defaults(func=action_types)
 
     loc = command("local", "run the local CodePipeline on loopback")
     loc.add_argument(
         "--host", type=_loopback, default="127.0.0.1", help="a loopback address (127.0.0.1)"
     )
-    loc.add_argument("--port", type=int, default=4566)
+    loc.add_argument("--port", type=int, default=4566, help="the port to listen on (4566)")
     loc.add_argument("--continuation-delay", type=float, help="s before a continuation job")
     loc.add_argument(
         "--redispatch-after", type=float, help="s before an unacknowledged job requeues"
@@ -405,11 +556,35 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _quiet_sdk() -> None:
+    """The AWS SDK's INFO lines ("Found credentials in ...") only at DEBUG."""
+    if logging.getLogger().level <= logging.DEBUG:
+        return
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(
+            lambda record: (
+                record.levelno >= logging.WARNING
+                or record.name.partition(".")[0] not in SDK_LOGGERS
+            )
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(args.log_level.upper(), log_format=args.log_format)
+    _quiet_sdk()
     command: Callable[[Any], int] = args.func
-    return command(args)
+    try:
+        return command(args)
+    except UsageError as exc:
+        print(f"cpworker {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        problem = aws_problem(exc, getattr(args, "endpoint_url", None))
+        if problem is None:
+            raise
+        print(f"cpworker {args.command}: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

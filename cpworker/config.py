@@ -8,6 +8,7 @@ annotation or ``prop(secret=True)``, ``type`` from the annotation
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -160,7 +161,27 @@ def parse_config(model: type[BaseModel], configuration: Mapping[str, Any]) -> Ba
                 problems.append(f"configuration property {name!r} is required")
             else:
                 problems.append(f"configuration property {name!r}: {error['msg'].lower()}")
-        raise ConfigurationError("; ".join(problems)) from None
+        raise ConfigurationError(
+            _not_an_object(model, configuration) or "; ".join(problems)
+        ) from None
+
+
+def _not_an_object(model: type[BaseModel], configuration: Mapping[str, Any]) -> str | None:
+    """Why a Lambda action's UserParameters could not carry the config model, if that is
+    why it failed: the properties are then all missing, which says nothing of the cause."""
+    text = configuration.get("UserParameters")
+    fields = [info.alias or name for name, info in model.model_fields.items()]
+    if not isinstance(text, str) or "UserParameters" in fields:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        problem = f"is not valid JSON ({exc.args[0]})"
+    else:
+        if isinstance(value, dict):
+            return None
+        problem = f"is a JSON {type(value).__name__}"
+    return f"UserParameters {problem}: give a JSON object with {', '.join(fields)}"
 
 
 def secret_values(model: type[BaseModel], configuration: Mapping[str, Any]) -> list[str]:
