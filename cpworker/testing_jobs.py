@@ -103,7 +103,7 @@ class JobMaker:
         app: ActionApp,
         action: str | None = None,
         *,
-        config: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
         inputs: Mapping[str, ArtifactSource] | None = None,
         outputs: Sequence[str] = (),
         continuation: Any = None,
@@ -111,8 +111,9 @@ class JobMaker:
     ) -> Job[Any]:
         """The ``Job`` a worker would give ``action`` (the app's only one if not named).
 
-        ``config`` is the action configuration (strings, as in a pipeline), validated by
-        the action's config model: a bad value raises ``ConfigurationError`` here.
+        ``config`` is the action configuration, validated by the action's config model as
+        given (strings as in a pipeline, or the JSON values of a Lambda ``UserParameters``
+        object); a bad value raises ``ConfigurationError`` here.
         ``inputs`` maps artifact names to their content; ``outputs`` names the output
         artifacts. ``continuation`` is the state the previous step returned in its
         ``Continue`` (``None``: the first step).
@@ -121,7 +122,7 @@ class JobMaker:
         job_id = job_id or str(uuid.uuid4())
         data: dict[str, Any] = {
             "actionTypeId": spec.type_id.model_dump(),
-            "actionConfiguration": {"configuration": dict(config or {})},
+            "actionConfiguration": {"configuration": _strings(config or {})},
             "pipelineContext": {
                 "pipelineName": "test-pipeline",
                 "stage": {"name": "Build"},
@@ -147,7 +148,7 @@ class JobMaker:
         context = JobContext(
             workspace=workspace, deadline_s=spec.timeout_s, log=logger(**log_fields(envelope))
         )
-        job = build_job(envelope, spec, context)
+        job = build_job(envelope, spec, context, config_values=config or {})
         return self._served_here(job) if inputs or outputs else job
 
     def event(
@@ -171,7 +172,7 @@ class JobMaker:
         token = None if continuation is None else Continue(state=continuation).token
         if model == "integration":
             data: dict[str, Any] = {
-                "actionConfiguration": {k: str(v) for k, v in (config or {}).items()},
+                "actionConfiguration": _strings(config or {}),
                 "actionExecutionId": str(uuid.uuid4()),
                 "inputArtifacts": [],
                 "outputArtifacts": [],
@@ -242,3 +243,8 @@ class JobMaker:
 def action_of(app: ActionApp, action: str | None) -> ActionSpec:
     """``app[action]``, or the app's only action."""
     return app[action] if action is not None else only_action(app)
+
+
+def _strings(config: Mapping[str, Any]) -> dict[str, str]:
+    """Configuration as CodePipeline carries it: strings, other values as JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}

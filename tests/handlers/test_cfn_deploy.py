@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from conftest import Register, Run
 
-from cpworker import Failure
+from cpworker import ConfigurationError, Failure
 from cpworker.testing import SOURCE_ARTIFACT, lambda_action
+from cpworker.testing_jobs import JobMaker
 from handlers import cfn_deploy
 
 GUIDE = Path(__file__).parents[2] / "examples" / "guide"
@@ -148,13 +149,14 @@ def test_a_template_cloudformation_refuses_fails_with_its_reason(
     ],
 )
 def test_a_bad_configuration_is_a_configuration_error(
-    deploy: Callable[..., Run], parameters: dict[str, Any], problem: str
+    make_job: JobMaker, parameters: dict[str, Any], problem: str
 ) -> None:
-    run = deploy(parameters.pop("stack", stack_name()), **parameters)
-    assert run.wait()["status"] == "Failed"
-    details = run.action_state("Deploy")["errorDetails"]
-    assert details["code"] == "ConfigurationError"
-    assert problem in details["message"]
+    # Refused before any CloudFormation call: by the config model, or on reading the input
+    config = {"stack": stack_name(), "artifact": SOURCE_ARTIFACT, "file": TEMPLATE_FILE}
+    source = {SOURCE_ARTIFACT: {TEMPLATE_FILE: GUIDE_TEMPLATE}}
+    with pytest.raises(ConfigurationError) as refused:
+        cfn_deploy.cfn_deploy(make_job(cfn_deploy.app, config=config | parameters, inputs=source))
+    assert problem in refused.value.message
 
 
 def test_user_parameters_that_are_not_json_are_a_configuration_error(

@@ -7,11 +7,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from conftest import Register, Run
 
+from cpworker import ConfigurationError
 from cpworker.testing import lambda_action
+from cpworker.testing_jobs import JobMaker
+from handlers import url_check
 
 PAGES = {
     "/welcome": (200, "<h1>Welcome to the test site</h1>"),
@@ -94,24 +98,23 @@ def test_a_404_fails_with_the_status(check: Callable[[str], Run], site: str) -> 
 
 
 @pytest.mark.parametrize(
-    ("user_parameters", "problem"),
+    ("config", "problem"),
     [
-        ("ftp://example.com/file", "must be an absolute http:// or https:// URL"),
-        ("not a url", "must be an absolute http:// or https:// URL"),
-        ("http://user:pw@127.0.0.1/", "must not carry credentials"),
-        (json.dumps({"url": "http://127.0.0.1/", "timeoutSeconds": 0}), "timeoutSeconds"),
-        (json.dumps({"expect": "x"}), "'url' is required"),
+        ({"UserParameters": "ftp://example.com/file"}, "must be an absolute http:// or https://"),
+        ({"UserParameters": "not a url"}, "must be an absolute http:// or https:// URL"),
+        ({"UserParameters": "http://user:pw@127.0.0.1/"}, "must not carry credentials"),
+        ({"url": "http://127.0.0.1/", "timeoutSeconds": 0}, "timeoutSeconds"),
+        ({"expect": "x"}, "'url' is required"),
     ],
 )
 def test_a_bad_configuration_is_a_configuration_error(
-    check: Callable[[str], Run], user_parameters: str, problem: str
+    make_job: JobMaker, config: dict[str, Any], problem: str
 ) -> None:
-    run = check(user_parameters)
-    assert run.wait()["status"] == "Failed"
-    details = run.action_state("Check")["errorDetails"]
-    assert details["code"] == "ConfigurationError"
-    assert problem.lower() in details["message"].lower()
-    assert "pw@" not in details["message"]
+    # As the Lambda function's UserParameters give it: a plain string, or a JSON object
+    with pytest.raises(ConfigurationError) as refused:
+        make_job(url_check.app, config=config)
+    assert problem.lower() in refused.value.message.lower()
+    assert "pw@" not in refused.value.message
 
 
 def test_an_unreachable_site_fails_with_the_reason(check: Callable[[str], Run]) -> None:
