@@ -37,13 +37,15 @@ def local_codepipeline() -> Iterator[LocalAWS]:
 
 
 @pytest.fixture
-def make_job(tmp_path: Path) -> JobMaker:
+def make_job(tmp_path: Path) -> Iterator[JobMaker]:
     """``make_job(app, config=..., inputs=..., outputs=..., continuation=...)`` → a Job;
     ``make_job.output(job, name)`` → the uploaded output, extracted;
     ``make_job.event(...)`` → a Lambda event."""
     from cpworker.testing_jobs import JobMaker
 
-    return JobMaker(tmp_path / "make_job")
+    maker = JobMaker(tmp_path / "make_job")
+    yield maker
+    maker.close()
 
 
 @pytest.fixture

@@ -56,6 +56,13 @@ class InProcessS3:
         self.client.meta.events.register("before-send.s3", self._send)
         self.client.create_bucket(Bucket=self.bucket)
 
+    def remove(self) -> None:
+        """Delete the bucket and its objects: moto's state lives as long as the process."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for item in page.get("Contents", []):
+                self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
+        self.client.delete_bucket(Bucket=self.bucket)
+
     def _send(self, request: Any, **_: Any) -> Any:
         from botocore.awsrequest import AWSResponse
         from botocore.compat import HTTPHeaders
@@ -97,6 +104,12 @@ class JobMaker:
         if self._s3 is None:
             self._s3 = InProcessS3()
         return self._s3
+
+    def close(self) -> None:
+        """Drop the artifacts of every job made (the workspaces stay under ``root``)."""
+        if self._s3 is not None:
+            self._s3.remove()
+            self._s3 = None
 
     def __call__(
         self,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from wordcount import app
 
+from cpworker import RevisionUnavailable
 from cpworker.result import decode_token
 from cpworker.sources.lambda_invoke import config_values, envelope_from_event
 from cpworker.testing_jobs import JobMaker
@@ -38,3 +39,13 @@ def test_an_invoke_event_carries_the_config_in_user_parameters(make_job: JobMake
     envelope = envelope_from_event(event)
     assert config_values(envelope) == {"Pattern": "*.md", "Depth": 2}
     assert decode_token(envelope.data.continuation_token) == {"step": 2}
+
+
+def test_its_artifacts_are_dropped_after_the_test(tmp_path: Path) -> None:
+    maker = JobMaker(tmp_path)
+    job = maker(app, inputs={"SourceOutput": {"a.txt": "x"}})
+
+    maker.close()  # what the fixture does at teardown: moto's state outlives the test
+
+    with pytest.raises(RevisionUnavailable, match="input artifact 'SourceOutput' was not found"):
+        job.inputs.one().extract()
