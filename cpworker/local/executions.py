@@ -241,11 +241,17 @@ class Execution:
         return f"{self.pipeline[:20]}/{artifact[:10]}/{suffix}"
 
     def _resolve(self, value: str) -> str:
-        """Replace ``#{variables.name}`` and ``#{Namespace.Name}`` references."""
+        """Replace ``#{variables.name}``, ``#{Namespace.Name}`` and AWS's one built-in,
+        ``#{codepipeline.PipelineExecutionId}``, references."""
 
         def lookup(match: re.Match[str]) -> str:
             scope, name = match.groups()
-            values = self.variables if scope == "variables" else self.namespaces.get(scope, {})
+            if scope == "variables":
+                values = self.variables
+            elif scope == "codepipeline":
+                values = {"PipelineExecutionId": self.id}
+            else:
+                values = self.namespaces.get(scope, {})
             if name not in values:
                 raise UnresolvedVariable(f"The variable {match.group(0)} could not be resolved")
             return values[name]

@@ -317,11 +317,18 @@ def _result(params: Mapping[str, Any], kind: str, *members: str) -> dict[str, An
 
 
 def _check_query(record: ActionTypeRecord, query: Mapping[str, str]) -> None:
+    """As AWS: a type with a queryable property is polled only with a value for it."""
     queryable = record.queryable
     if query and queryable is None:
         raise ServiceError(
             "ValidationException",
             "queryParam must be empty: this action type has no queryable property",
+        )
+    if not query and queryable is not None:
+        raise ServiceError(
+            "ValidationException",
+            f"queryParam is required: this action type has the queryable property "
+            f"{queryable!r}; you must supply that property as a key in the map",
         )
     if query and set(query) != {queryable}:
         raise ServiceError(
