@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, Field, JsonValue, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, JsonValue, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from cpworker.errors import ConfigurationError
@@ -171,7 +171,9 @@ def _not_an_object(model: type[BaseModel], configuration: Mapping[str, Any]) -> 
     why it failed: the properties are then all missing, which says nothing of the cause."""
     text = configuration.get("UserParameters")
     fields = [info.alias or name for name, info in model.model_fields.items()]
-    if not isinstance(text, str) or "UserParameters" in fields:
+    if not isinstance(text, str) or any(
+        "UserParameters" in _accepted_names(name, info) for name, info in model.model_fields.items()
+    ):
         return None
     try:
         value = json.loads(text)
@@ -182,6 +184,14 @@ def _not_an_object(model: type[BaseModel], configuration: Mapping[str, Any]) -> 
             return None
         problem = f"is a JSON {type(value).__name__}"
     return f"UserParameters {problem}: give a JSON object with {', '.join(fields)}"
+
+
+def _accepted_names(name: str, info: FieldInfo) -> set[str]:
+    """The keys a field is read from: its name, alias and validation aliases (such as
+    url_check's ``AliasChoices("url", "UserParameters")``, which takes the plain string)."""
+    alias = info.validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    return {name, info.alias or name, *(c for c in choices if isinstance(c, str))}
 
 
 def secret_values(model: type[BaseModel], configuration: Mapping[str, Any]) -> list[str]:
