@@ -17,7 +17,7 @@ from cpworker import emf
 from cpworker.health import stall_bound_s
 
 if TYPE_CHECKING:
-    from cpworker.api import RetryPolicy
+    from cpworker.api import CodePipelineAPI
     from cpworker.worker import WorkerSettings
 
 
@@ -62,9 +62,10 @@ class WorkerMetrics:
         """A CodePipeline call failed with ``error`` and is tried again."""
 
 
-def worker_metrics(settings: WorkerSettings, policy: RetryPolicy) -> WorkerMetrics:
-    """The metrics ``settings`` ask for. ValueError: EMF without a namespace, or a metrics
-    port that cannot be used."""
+def worker_metrics(settings: WorkerSettings, api: CodePipelineAPI) -> WorkerMetrics:
+    """The metrics ``settings`` ask for, told about ``api``'s failed and retried calls when
+    they count them. ValueError: EMF without a namespace, or a metrics port that cannot be
+    used."""
     if settings.emf and not emf.enabled():
         raise ValueError(
             f"EMF metrics (serve --emf) need a namespace: set {emf.NAMESPACE_VARIABLE}"
@@ -73,11 +74,13 @@ def worker_metrics(settings: WorkerSettings, policy: RetryPolicy) -> WorkerMetri
         return WorkerMetrics(settings.emf)
     from cpworker.prometheus import PrometheusMetrics
 
-    stall_after_s = stall_bound_s(settings.poll_interval_max_s, policy.backoff_max_s)
-    return PrometheusMetrics(
+    stall_after_s = stall_bound_s(settings.poll_interval_max_s, api.policy.backoff_max_s)
+    metrics = PrometheusMetrics(
         settings.metrics_host,
         settings.metrics_port,
         settings.concurrency,
         stall_after_s,
         settings.emf,
     )
+    api.observer = metrics
+    return metrics

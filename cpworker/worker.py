@@ -241,8 +241,7 @@ class Worker:
             if self.settings.isolation == "process"
             else ThreadRunner(api)
         )
-        self._metrics = worker_metrics(self.settings, api.policy)
-        api.observer = self._metrics
+        self._metrics = worker_metrics(self.settings, api)
 
     # -- lifecycle -------------------------------------------------------------------------
 
