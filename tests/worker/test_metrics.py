@@ -237,3 +237,12 @@ def test_serve_with_metrics_port_0_emf_and_text_logs(
         "JobFailure": 1,
         "ReportFailed": 0,
     }
+
+
+def test_only_serve_with_a_metrics_port_loads_prometheus_client(tmp_path: Path) -> None:
+    modules = "cpworker, cpworker.cli, cpworker.worker, cpworker.sources.lambda_runtime"
+    code = f"import sys, {modules}; print('prometheus_client' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "False"
