@@ -252,6 +252,7 @@ class Worker:
         prepare_root(self.settings.workspace_root)
         self._journal = Journal(self.settings.state_dir, self._identity)
         try:
+            served = self._metrics.start()
             log.info(
                 "worker started",
                 extra={
@@ -259,7 +260,7 @@ class Worker:
                     "concurrency": self.settings.concurrency,
                     "isolation": self.settings.isolation,
                     "worker": str(self._identity),
-                    **self._metrics.start(),
+                    **served,
                 },
             )
             self._runner.prepare()
