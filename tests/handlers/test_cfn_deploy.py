@@ -167,7 +167,10 @@ def test_user_parameters_that_are_not_json_are_a_configuration_error(
     assert run.wait()["status"] == "Failed"
     details = run.action_state("Deploy")["errorDetails"]
     assert details["code"] == "ConfigurationError"
-    assert "configuration property 'stack' is required" in details["message"]
+    assert details["message"].startswith("UserParameters is not valid JSON (")
+    assert details["message"].endswith(
+        "give a JSON object with stack, artifact, file, capabilities, parameters, roleArn"
+    )
 
 
 class _FailedStack:
