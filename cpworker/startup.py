@@ -5,7 +5,8 @@ rather than a worker that takes the wrong jobs or logs the same error for ever.
   action with a queryable property must have one (CodePipeline refuses polls without).
 - The account: a first ListActionTypes, tried a bounded number of times, proves the
   Region, the credentials and the endpoint; it also says which served types are not
-  registered, and which differ from their declaration (a warning: jobs may fail).
+  registered, and which differ from their declaration (a warning: jobs may fail). A
+  role without ListActionTypes skips that comparison, with a warning.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cpworker.api import RetryPolicy
+from botocore.exceptions import ClientError
+
+from cpworker.api import RetryPolicy, error_code
 from cpworker.app import ActionSpec
 from cpworker.mistakes import UsageError
-from cpworker.registration import Registered, differences, registered_custom_types
+from cpworker.registration import differences, registered_custom_types
 
 log = logging.getLogger("cpworker.serve")
+DENIED = frozenset({"AccessDeniedException", "AccessDenied"})
 STARTUP_RETRIES = RetryPolicy(attempts=4, max_elapsed_s=20.0, backoff_max_s=5.0)
 
 
@@ -62,10 +66,22 @@ def queries_for(
 
 def check_account(
     codepipeline: Any, specs: Sequence[ActionSpec], policy: RetryPolicy = STARTUP_RETRIES
-) -> Registered:
-    """The account's custom types (ListActionTypes, with bounded retries); warns about
-    each served one that differs from its declaration, and refuses one not registered."""
-    registered = policy.wrap(lambda: registered_custom_types(codepipeline))
+) -> None:
+    """List the account's custom types (with bounded retries); warn about each served one
+    that differs from its declaration, and refuse one not registered. A role allowed the
+    job operations only (no ListActionTypes) still serves, with a warning: its answer
+    already proved the credentials and the endpoint."""
+    try:
+        registered = policy.wrap(lambda: registered_custom_types(codepipeline))
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        log.warning(
+            "cannot compare the served action types with their declarations: the role "
+            "lacks codepipeline:ListActionTypes",
+            extra={"error": error_code(exc)},
+        )
+        return
     for spec in specs:
         if spec.type_id.owner != "Custom":
             continue  # CodePipeline registers third-party types
@@ -82,4 +98,3 @@ def check_account(
                 "run cpworker register to see how to register the next version",
                 extra={"action_type": str(spec.type_id), "differences": changed},
             )
-    return registered
