@@ -106,7 +106,8 @@ def run_action(
 
     The pipeline is S3 source → the action, named after it, with ``config`` as its
     configuration; ``source`` is the source artifact (a directory, a file, a file map
-    or bytes; default one README). The action's type is registered if it is not yet.
+    or bytes; default one README). The action's type is registered if it is not yet, and
+    the worker polls with the configuration's value of a queryable property.
     """
     spec = action_of(app, action)
     if spec.type_id.owner != "Custom":
@@ -121,7 +122,9 @@ def run_action(
         inputs=(testing.SOURCE_ARTIFACT,) if spec.inputs[1] else (),
         outputs=outputs,
     )
-    with _serving(local, spec, workdir, isolation):
+    queryable = spec.queryable
+    query = {queryable.name: (config or {})[queryable.name]} if queryable else None
+    with _serving(local, spec, workdir, isolation, query):
         run = testing.start_pipeline(
             local.codepipeline,
             local.s3,
@@ -151,9 +154,14 @@ def run_action(
 
 @contextmanager
 def _serving(
-    local: LocalAWS, spec: ActionSpec, workdir: Path, isolation: Isolation
+    local: LocalAWS,
+    spec: ActionSpec,
+    workdir: Path,
+    isolation: Isolation,
+    query: Mapping[str, str] | None,
 ) -> Iterator[None]:
-    """An in-process worker serving ``spec`` on ``local`` until the block ends."""
+    """An in-process worker serving ``spec`` on ``local`` until the block ends; ``query``
+    is its PollForJobs ``queryParam`` (required for an action with a queryable property)."""
     from cpworker.api import CodePipelineAPI, RetryPolicy
     from cpworker.worker import Worker, WorkerSettings
 
@@ -167,6 +175,7 @@ def _serving(
         workspace_root=workdir / "workspaces",
         region=testing.REGION,
         endpoint_url=local.endpoint_url,
+        queries={spec.name: query} if query else {},
     )
     worker = Worker(CodePipelineAPI(local.codepipeline, RetryPolicy()), [spec], settings)
     thread = threading.Thread(target=worker.run, name=f"run-action-{spec.name}", daemon=True)
