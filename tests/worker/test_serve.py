@@ -282,7 +282,8 @@ def test_a_planted_workspace_root_is_refused_with_one_line(
     theirs.mkdir()
     planted = tmp_path / "root"
     planted.symlink_to(theirs)
-    worker = Serve(local, spy_dir, tmp_path / "serve.log", "--workspace", str(planted))
+    options = ("--action", "sleep", "--workspace", str(planted))
+    worker = Serve(local, spy_dir, tmp_path / "serve.log", *options)
     # Then the worker refuses to start, says why in one line, and writes nothing there
     assert worker.process.wait(timeout=60) == 2
     text = worker.log_file.read_text().strip()
