@@ -306,8 +306,7 @@ def test_serve_warns_at_start_when_a_served_type_differs(
             lines.append(json.loads(line))
             if lines[-1]["message"] == "worker started":
                 break
-        warning = lines[0]
-        assert warning["level"] == "WARNING"
+        (warning,) = [line for line in lines if line["level"] == "WARNING"]
         assert warning["message"].startswith("the registered action type differs")
         assert warning["differences"] == [
             "inputs (min, max) are (1, 1) in the code, (0, 1) registered"
@@ -328,6 +327,10 @@ def test_serve_refuses_a_type_that_is_not_registered(
     assert one_line(done) == (
         f"cpworker serve: action type Test/Custom/{_provider(project)}/1 (action 'check') is "
         "not registered in us-east-1: run cpworker register first, or serve with --register"
+    )
+    listed = cpworker("action-types", "checks:app", *_endpoint(local), cwd=project)
+    assert f"Test/Custom/{_provider(project)}/1\tnot registered (action 'check')\n" in (
+        listed.stdout
     )
 
 
