@@ -9,9 +9,10 @@ library, on any thread, while its job runs.
 A secret rarely shows up only as itself: a session token (``+``, ``/``, ``=``)
 is percent-encoded in a presigned URL, a password with ``"`` or ``\\`` is
 escaped in JSON or in a ``repr``. Every such form is masked too. The forms are
-computed once, when secrets are registered, into one regular expression
-(alternatives longest first), so scrubbing a line is one search when no secret
-is in it.
+computed once per secret; scrubbing a line is one substring test per form, and
+only when some are found, one search with a regular expression of those forms
+(alternatives longest first), so that registering secrets, which every job does,
+compiles nothing.
 """
 
 from __future__ import annotations
@@ -48,20 +49,22 @@ class _Masker:
     """Replaces every form of a fixed set of secrets with ``****``."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        variants = {form for secret in secrets for form in forms(secret)}
+        variants = {form for secret in secrets for form in _forms_of(secret)}
         # Longest first: a secret that contains another is masked whole.
-        ordered = sorted(variants, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._forms = tuple(sorted(variants, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
-        if self._pattern is None:
+        # A substring test per form is cheap, and a line rarely holds a secret; only the
+        # forms found are compiled (cached), so registering secrets compiles nothing.
+        present = tuple(form for form in self._forms if form in text)
+        if not present:
             return text
         pieces: list[str] = []
         done = 0
-        for start, stop in self._spans(self._pattern, text):
+        for start, stop in self._spans(_pattern_for(present), text):
             pieces += (text[done:start], MASK)
             done = stop
-        return text if not pieces else "".join(pieces) + text[done:]
+        return "".join(pieces) + text[done:]
 
     @staticmethod
     def _spans(pattern: re.Pattern[str], text: str) -> Iterator[tuple[int, int]]:
@@ -107,10 +110,21 @@ class SecretRegistry:
         return self._masker(text)
 
 
+@lru_cache(maxsize=256)
+def _forms_of(secret: str) -> frozenset[str]:
+    return frozenset(forms(secret))
+
+
+@lru_cache(maxsize=256)
+def _pattern_for(present: tuple[str, ...]) -> re.Pattern[str]:
+    """One search for the forms found in a text (given longest first)."""
+    return re.compile("|".join(map(re.escape, present)))
+
+
 @lru_cache(maxsize=32)
 def _masker_for(secrets: frozenset[str]) -> _Masker:
-    # Compiled once per set of secrets: a result is scrubbed field by field with the
-    # same ones, and jobs come and go with the same registry contents.
+    # Made once per set of secrets: a result is scrubbed field by field with the same
+    # ones, and jobs come and go with the same registry contents.
     return _Masker(secrets)
 
 
