@@ -265,26 +265,25 @@ def test_register_reports_a_model_change_and_bumps_the_version(
     cpworker("unregister", "checks:app", "--version", "2", *_endpoint(local), cwd=project)
 
 
-def test_dry_run_prints_what_the_aws_cli_registers(
-    local: LocalCodePipeline, tmp_path: Path
-) -> None:
+def test_dry_run_prints_what_the_aws_cli_registers(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     printed = cpworker("register", "handlers.build:app", "--dry-run", cwd=root)
     assert printed.returncode == 0, printed.stderr
-    document = json.loads(printed.stdout)
-    document["provider"] = f"Dry{uuid.uuid4().hex[:8]}"  # a type of this test's own
-    (tmp_path / "build.json").write_text(json.dumps(document))
-    done = subprocess.run(
-        [str(AWS_CLI), "codepipeline", "create-custom-action-type", "--cli-input-json",
-         f"file://{tmp_path / 'build.json'}", "--endpoint-url", local.endpoint_url,
-         "--region", "us-east-1", "--output", "json"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    created = json.loads(done.stdout)["actionType"]
-    assert created["actionConfigurationProperties"] == document["configurationProperties"]
-    assert created["inputArtifactDetails"] == document["inputArtifactDetails"]
-    assert created["settings"] == document.get("settings", {})
+    (tmp_path / "build.json").write_text(printed.stdout)
+    with LocalCodePipeline() as fresh:  # its own, where CpworkerBuild/1 does not exist yet
+        done = subprocess.run(
+            [str(AWS_CLI), "codepipeline", "create-custom-action-type", "--cli-input-json",
+             f"file://{tmp_path / 'build.json'}", "--endpoint-url", fresh.endpoint_url,
+             "--region", "us-east-1", "--output", "json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["actionType"]["id"]["provider"] == "CpworkerBuild"
+        # and what the AWS CLI registered is exactly the declaration
+        again = cpworker(
+            "register", "handlers.build:app", "--endpoint-url", fresh.endpoint_url, cwd=root
+        )
+        assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
 
 def test_serve_warns_at_start_when_a_served_type_differs(
