@@ -1,12 +1,19 @@
 """A durable record of the jobs a worker has acknowledged, so a crash loses none.
 
-Every acknowledged job is written (sqlite, WAL, ``synchronous=FULL``) before its
+Every job is written (sqlite, WAL) before it is acknowledged, and again before its
 handler starts, with its action, deadline, the step's continuation token, the
 worker's identity and, for a third-party job, its client id (never its client token:
 a restarted worker resolves it again). A decided result is written before it is sent, and marked
 reported once CodePipeline has it. A worker that starts reads the rows of
 workers that are gone — killed with ``kill -9``, by the OOM killer, or with
 their machine — and resolves them (see ``cpworker.worker``).
+
+Commits survive the worker's own death (the OS has them) in any case. The two that
+decide what a restart does — the claim before AcknowledgeJob and the decided result
+before it is sent — are also synced to disk (``synchronous=FULL``), so they survive
+the host losing power; the others (handler started, its process, result reported)
+are not, since each has a synced fallback: a claimed job is acknowledged again and
+resolved, a decided result is sent again and found already accepted.
 
 Several workers on one host may share a state directory: each claims a dead
 worker's row in a ``BEGIN IMMEDIATE`` transaction, so exactly one resolves it.
@@ -121,6 +128,7 @@ class Journal:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._synced = True
         with self._transaction() as db:
             db.execute(_SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
@@ -134,8 +142,12 @@ class Journal:
             )
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``synced``: on disk when it commits, not only in the OS."""
         with self._lock:
+            if synced != self._synced:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if synced else 'NORMAL'}")
+                self._synced = synced
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -174,7 +186,7 @@ class Journal:
         """Record an acknowledged job before its handler starts (``deadline``: epoch s;
         ``client_id`` for a third-party job)."""
         now = time.time()
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             db.execute(
                 "INSERT INTO jobs (job_id, action, worker, deadline, token, workspace, state, "
                 "updated, client_id) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) "
@@ -196,7 +208,7 @@ class Journal:
 
     def child(self, job_id: str, child: Identity) -> None:
         """Record the process running the job, so a restart can stop what it left."""
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             db.execute("UPDATE jobs SET child = ? WHERE job_id = ?", (str(child), job_id))
 
     def decided(self, job_id: str, operation: str, request: dict[str, Any]) -> None:
@@ -210,7 +222,7 @@ class Journal:
 
     def reported(self, job_id: str) -> None:
         """CodePipeline has the job's result (or the job is gone): nothing is left to do."""
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             db.execute(
                 "UPDATE jobs SET state = 'reported', updated = ? WHERE job_id = ?",
                 (time.time(), job_id),
