@@ -6,8 +6,7 @@ import io
 import logging
 import re
 from collections.abc import Iterator
-
-import pytest
+from contextlib import contextmanager
 
 from cpworker.logs import configure_logging, logger
 from cpworker.redact import SECRETS
@@ -15,23 +14,27 @@ from cpworker.redact import SECRETS
 SECRET = "s3cr3t-Pa55/word"
 
 
-@pytest.fixture
-def text_log() -> Iterator[io.StringIO]:
-    """cpworker's logging set up as ``--log-format text`` does; the root's handlers (the
-    session's credentials scan among them) are put back afterwards."""
+@contextmanager
+def text_logging() -> Iterator[io.StringIO]:
+    """cpworker's logging set up as ``--log-format text`` does, for the block; the root's
+    handlers (pytest's and the session's credentials scan) are put back after it, in the
+    same test phase, so that none is left behind."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     stream = io.StringIO()
     configure_logging("INFO", stream, log_format="text")
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
-def test_a_record_is_one_line_time_level_message_fields(text_log: io.StringIO) -> None:
+def test_a_record_is_one_line_time_level_message_fields() -> None:
     job_log = logger("cpworker.job", job_id="j-1", action_type="Build/Custom/Acme/1")
-    job_log.info("result reported", extra={"outcome": "success", "duration_s": 0.25})
-    job_log.warning("odd", extra={"note": 'two words, "quoted"', "names": ["a", "b c"]})
+    with text_logging() as text_log:
+        job_log.info("result reported", extra={"outcome": "success", "duration_s": 0.25})
+        job_log.warning("odd", extra={"note": 'two words, "quoted"', "names": ["a", "b c"]})
     first, second = text_log.getvalue().splitlines()
     assert re.fullmatch(
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO     result reported "
@@ -44,8 +47,8 @@ def test_a_record_is_one_line_time_level_message_fields(text_log: io.StringIO) -
     ), second
 
 
-def test_secrets_are_masked_in_text_lines_too(text_log: io.StringIO) -> None:
-    with SECRETS.active([SECRET]):
+def test_secrets_are_masked_in_text_lines_too() -> None:
+    with text_logging() as text_log, SECRETS.active([SECRET]):
         job_log = logger("cpworker.job", job_id="j-2")
         job_log.info(f"logging in with {SECRET}", extra={"url": f"https://x/?p={SECRET}"})
         try:
