@@ -142,12 +142,10 @@ class Journal:
             )
 
     @contextmanager
-    def _transaction(self, synced: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction; ``synced``: on disk when it commits, not only in the OS."""
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements as one synced write transaction."""
         with self._lock:
-            if synced != self._synced:
-                self._db.execute(f"PRAGMA synchronous={'FULL' if synced else 'NORMAL'}")
-                self._synced = synced
+            self._sync(True)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -155,6 +153,19 @@ class Journal:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _write(self, sql: str, parameters: tuple[Any, ...], synced: bool = True) -> None:
+        """One statement, its own transaction (autocommit): one call into sqlite, since
+        each call gives up the GIL and a busy worker's threads wait to get it back."""
+        with self._lock:
+            self._sync(synced)
+            self._db.execute(sql, parameters)
+
+    def _sync(self, synced: bool) -> None:
+        """``synced``: a commit is on disk when it returns, not only in the OS."""
+        if synced != self._synced:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if synced else 'NORMAL'}")
+            self._synced = synced
 
     def close(self) -> None:
         with self._lock:
@@ -167,12 +178,11 @@ class Journal:
         it carries: a worker killed between AcknowledgeJob and ``started`` must not leave
         a job nobody knows about, nor lose the step's state when it is handed back."""
         now = time.time()
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO jobs (job_id, action, worker, deadline, token, state, "
-                "updated, client_id, nonce) VALUES (?, ?, ?, ?, ?, 'claiming', ?, ?, ?)",
-                (job_id, action, str(self.identity), now, token, now, client_id, nonce),
-            )
+        self._write(
+            "INSERT OR REPLACE INTO jobs (job_id, action, worker, deadline, token, state, "
+            "updated, client_id, nonce) VALUES (?, ?, ?, ?, ?, 'claiming', ?, ?, ?)",
+            (job_id, action, str(self.identity), now, token, now, client_id, nonce),
+        )
 
     def started(
         self,
@@ -186,47 +196,38 @@ class Journal:
         """Record an acknowledged job before its handler starts (``deadline``: epoch s;
         ``client_id`` for a third-party job)."""
         now = time.time()
-        with self._transaction(synced=False) as db:
-            db.execute(
-                "INSERT INTO jobs (job_id, action, worker, deadline, token, workspace, state, "
-                "updated, client_id) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) "
-                "ON CONFLICT (job_id) DO UPDATE SET action = excluded.action, "
-                "worker = excluded.worker, deadline = excluded.deadline, token = excluded.token, "
-                "workspace = excluded.workspace, state = 'running', updated = excluded.updated, "
-                "client_id = excluded.client_id",
-                (
-                    job_id,
-                    action,
-                    str(self.identity),
-                    deadline,
-                    token,
-                    str(workspace),
-                    now,
-                    client_id,
-                ),
-            )
+        self._write(
+            "INSERT INTO jobs (job_id, action, worker, deadline, token, workspace, state, "
+            "updated, client_id) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) "
+            "ON CONFLICT (job_id) DO UPDATE SET action = excluded.action, "
+            "worker = excluded.worker, deadline = excluded.deadline, token = excluded.token, "
+            "workspace = excluded.workspace, state = 'running', updated = excluded.updated, "
+            "client_id = excluded.client_id",
+            (job_id, action, str(self.identity), deadline, token, str(workspace), now, client_id),
+            synced=False,
+        )
 
     def child(self, job_id: str, child: Identity) -> None:
         """Record the process running the job, so a restart can stop what it left."""
-        with self._transaction(synced=False) as db:
-            db.execute("UPDATE jobs SET child = ? WHERE job_id = ?", (str(child), job_id))
+        self._write(
+            "UPDATE jobs SET child = ? WHERE job_id = ?", (str(child), job_id), synced=False
+        )
 
     def decided(self, job_id: str, operation: str, request: dict[str, Any]) -> None:
         """Record the result about to be sent, so a crash mid-report sends it again."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET state = 'decided', operation = ?, request = ?, updated = ? "
-                "WHERE job_id = ?",
-                (operation, json.dumps(request), time.time(), job_id),
-            )
+        self._write(
+            "UPDATE jobs SET state = 'decided', operation = ?, request = ?, updated = ? "
+            "WHERE job_id = ?",
+            (operation, json.dumps(request), time.time(), job_id),
+        )
 
     def reported(self, job_id: str) -> None:
         """CodePipeline has the job's result (or the job is gone): nothing is left to do."""
-        with self._transaction(synced=False) as db:
-            db.execute(
-                "UPDATE jobs SET state = 'reported', updated = ? WHERE job_id = ?",
-                (time.time(), job_id),
-            )
+        self._write(
+            "UPDATE jobs SET state = 'reported', updated = ? WHERE job_id = ?",
+            (time.time(), job_id),
+            synced=False,
+        )
 
     def orphans(self) -> list[Entry]:
         """Claim the unreported jobs of workers that are gone; each goes to one claimant."""

@@ -81,7 +81,9 @@ class WorkerSettings:
     ======================  ==========  ================================================
     setting                 default     meaning
     ======================  ==========  ================================================
-    concurrency             4           jobs run at once (one slot each)
+    concurrency             4           handlers run at once (one slot each; a
+                                        job's report goes on after its slot
+                                        takes the next job)
     isolation               "process"   ``process``: each job in a child process that a
                                         deadline can kill; ``thread``: in a thread
     jobs_per_process        100         jobs one child process may run, one after another,
@@ -166,6 +168,7 @@ class _InFlight:
         self._lock = threading.Lock()
         self._reported = False
         self._run: Running | None = None
+        self.in_slot = True  # until its handler is done; its report needs no slot
 
     def claim_report(self) -> bool:
         with self._lock:
@@ -296,7 +299,10 @@ class Worker:
     def running(self) -> int:
         """How many jobs hold a slot now."""
         with self._slots:
-            return len(self._running)
+            return self._busy()
+
+    def _busy(self) -> int:
+        return sum(1 for flight in self._running.values() if flight.in_slot)
 
     def _idle_delay(self, idle: int) -> float:
         """Exponential backoff with full jitter, capped, while polls come back empty."""
@@ -309,15 +315,25 @@ class Worker:
     def _free_slots(self) -> int:
         """Wait for at least one free slot (or shutdown); returns how many are free."""
         with self._slots:
-            while len(self._running) >= self.settings.concurrency and not self._stopping.is_set():
+            while self._busy() >= self.settings.concurrency and not self._stopping.is_set():
                 self._slots.wait()
-            return self.settings.concurrency - len(self._running)
+            return self.settings.concurrency - self._busy()
+
+    def _free_slot(self, flight: _InFlight) -> None:
+        """The job's handler is done: its slot takes the next job while the result is
+        reported, so that polling for the next job overlaps the report."""
+        with self._slots:
+            if flight.in_slot:
+                flight.in_slot = False
+                self._metrics.slot_freed(flight.polled.id)
+            self._slots.notify_all()
 
     def _release(self, flight: _InFlight) -> None:
+        """The job is over, reported included (the drain waits for this)."""
+        self._free_slot(flight)
         with self._slots:
             if self._running.get(flight.polled.id) is flight:
                 del self._running[flight.polled.id]
-                self._metrics.slot_freed(flight.polled.id)
             self._slots.notify_all()
 
     # -- polling ---------------------------------------------------------------------------
@@ -417,6 +433,7 @@ class Worker:
                 )
             else:
                 result = ended.result
+            self._free_slot(flight)
             self._report(flight, result)
 
     def _wait_for_handler(

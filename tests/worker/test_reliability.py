@@ -130,6 +130,37 @@ def test_jobs_per_process_bounds_how_many_jobs_a_process_runs(
     assert pids[0] == pids[1] != pids[2]
 
 
+def test_a_slot_takes_the_next_job_while_the_last_result_is_being_reported(
+    local: LocalCodePipeline,
+    start_pipeline: StartPipeline,
+    worker: StartWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given one slot, two queued jobs, and reports refused (throttled) for now
+    runs = [start_pipeline("CpwLeave"), start_pipeline("CpwLeave")]
+    local.set_faults(FaultSettings(throttle=1.0, operations=frozenset({"PutJobSuccessResult"})))
+    try:
+        serve(worker, "leave", concurrency=1)
+
+        # Then the second job is acknowledged while the first one's report is retried
+        def statuses() -> list[str]:
+            return [
+                job["status"]
+                for run in runs
+                for job in call_private(
+                    local.endpoint_url, "GetResultCounts", {"pipelineName": run.name}
+                )["jobs"]
+            ]
+
+        until(lambda: statuses() == ["InProgress", "InProgress"], what="both jobs acknowledged")
+        gave_up = [r for r in caplog.records if r.getMessage() == "could not report the result"]
+        assert not gave_up, "the slot waited for the first report's retries to run out"
+    finally:
+        local.set_faults(None)
+    # And both results land once CodePipeline takes them again
+    assert [run.wait()["status"] for run in runs] == ["Succeeded", "Succeeded"]
+
+
 def test_thread_isolation_still_enforces_the_deadline_on_the_report(
     start_pipeline: StartPipeline, worker: StartWorker, spy_dir: Path
 ) -> None:
