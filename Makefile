@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench bench-large bench-chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy cpworker handlers
 
-# Benchmarks print figures and how they got them; they assert nothing (a few minutes).
+# Benchmarks print figures and how they got them, each against its anchor measured in
+# the same run; they assert nothing. `bench`: the README's Performance table (about
+# 15 minutes on 2 cores); `bench-large`: input and output with a 2 GiB blob;
+# `bench-chaos`: the reliability runs (kill -9, SIGTERM, faults).
 bench: $(STAMP)
-	$(BIN)/python bench/import_time.py
+	$(BIN)/python bench/p1_input.py
+	$(BIN)/python bench/p2_output.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/p5_cold_start.py
 	$(BIN)/python bench/isolation.py
+
+bench-large: $(STAMP)
+	$(BIN)/python bench/p1_input.py --large
+	$(BIN)/python bench/p2_output.py --large
+
+bench-chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
 
 clean:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -35,20 +35,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from pydantic import ValidationError
-from tenacity import (
-    RetryCallState,
-    before_sleep_log,
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    stop_never,
-    stop_when_event_set,
-    wait_random_exponential,
-)
 
 from cpworker.model import ActionTypeId, JobEnvelope, ThirdPartyJob
 from cpworker.result import Continue, Failure, Result, Success
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 log = logging.getLogger("cpworker.api")
 T = TypeVar("T")
@@ -111,9 +103,10 @@ class RetryPolicy:
         """``call()`` with retries; once ``abandon`` is set, no further attempt is made.
         ``retried`` is told each error that is retried (for metrics).
 
-        The first attempt is a plain call: tenacity (tens of microseconds per call) only
-        takes over once an attempt has failed with a retryable error, and counts that
-        attempt and its time as its first.
+        The first attempt is a plain call: tenacity (tens of microseconds per call, and
+        milliseconds to import in a Lambda cold start) only takes over once an attempt
+        has failed with a retryable error, and counts that attempt and its time as its
+        first.
         """
         started = time.monotonic()
         try:
@@ -127,6 +120,16 @@ class RetryPolicy:
             if failed:
                 raise failed.pop()  # tenacity's attempt 1: the one that just failed
             return call()
+
+        from tenacity import (
+            retry,
+            retry_if_exception,
+            stop_after_attempt,
+            stop_after_delay,
+            stop_never,
+            stop_when_event_set,
+            wait_random_exponential,
+        )
 
         elapsed = time.monotonic() - started
         stop = stop_after_attempt(self.attempts) | stop_after_delay(self.max_elapsed_s - elapsed)
@@ -146,6 +149,8 @@ def _before_sleep(
     retried: Callable[[BaseException], None] | None,
 ) -> Callable[[RetryCallState], None]:
     """Log the retried error, and tell ``retried`` about it."""
+    from tenacity import before_sleep_log
+
     logged = before_sleep_log(log, logging.WARNING)
     if retried is None:
         return logged
