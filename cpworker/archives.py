@@ -306,10 +306,8 @@ def _open_archive(
 _EOCD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # the fields below are read at their offsets
-_CENTRAL_METHOD = struct.Struct("<2H")  # 8: flags, compression method
-_CENTRAL_SIZES = struct.Struct("<3L3H")  # 16: CRC, sizes, name, extra and comment lengths
-_CENTRAL_PLACE = struct.Struct("<2L")  # 38: external attributes, local header offset
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+_DIRECTORY_BLOCK = 256 * 1024  # bytes of the central directory read at a time
 _LOCAL = struct.Struct("<4s2B4HL2L2H")
 _ZIP_COMMENT_MAX = 0xFFFF
 _ZIP64_MARK = 0xFFFFFFFF
@@ -410,26 +408,28 @@ def _zip_entries(handle: BinaryIO, max_entries: int) -> Iterator[_ZipEntry]:
     declared, position, end, shift = _zip_directory(handle)
     if declared > max_entries:
         raise _too_many(max_entries)
-    handle.seek(position)
+    records = _DirectoryBlocks(handle, position, end)
     count = 0
-    while position < end:
-        head = handle.read(_CENTRAL.size)
-        if len(head) < _CENTRAL.size or head[:4] != b"PK\x01\x02":
+    while records.position < end:
+        fields = _CENTRAL.unpack_from(*records.take(_CENTRAL.size))
+        if fields[0] != b"PK\x01\x02":
             raise _bad_zip("its central directory is damaged")
         count += 1
         if count > max_entries:
             raise _too_many(max_entries)
-        system = head[5]
-        flags, method = _CENTRAL_METHOD.unpack_from(head, 8)
-        crc, compressed, size, name_len, extra_len, comment_len = _CENTRAL_SIZES.unpack_from(
-            head, 16
+        system, flags, method, crc, compressed, size, name_len, extra_len = (
+            fields[2],
+            fields[5],
+            fields[6],
+            *fields[9:14],
         )
-        attributes, offset = _CENTRAL_PLACE.unpack_from(head, 38)
-        raw_name, extra = handle.read(name_len), handle.read(extra_len)
-        handle.seek(comment_len, os.SEEK_CUR)
-        if len(raw_name) < name_len or len(extra) < extra_len:
-            raise _bad_zip("its central directory is damaged")
-        position += _CENTRAL.size + name_len + extra_len + comment_len
+        attributes, offset = fields[-2:]
+        record = _CENTRAL.size + name_len + extra_len + fields[14]
+        block, at = records.take(record)
+        records.skip(record)
+        at += _CENTRAL.size
+        raw_name = block[at : at + name_len]
+        extra = block[at + name_len : at + name_len + extra_len]
         size, compressed, offset = _zip64_values(extra, size, compressed, offset)
         encoding = "utf-8" if flags & _UTF8_NAME else "cp437"
         name = raw_name.decode(encoding, "surrogateescape")
@@ -437,6 +437,35 @@ def _zip_entries(handle: BinaryIO, max_entries: int) -> Iterator[_ZipEntry]:
         yield _ZipEntry(
             name, raw_name, flags, method, crc, compressed, size, offset + shift, system, attributes
         )
+
+
+class _DirectoryBlocks:
+    """The central directory, read in blocks of ``_DIRECTORY_BLOCK`` bytes rather than three
+    reads and a seek per record, memory bounded by a block and one record."""
+
+    def __init__(self, handle: BinaryIO, start: int, end: int) -> None:
+        handle.seek(start)
+        self._handle = handle
+        self._left = end - start  # bytes not read yet
+        self._block = b""
+        self._at = 0
+        self.position = start  # of the next record
+
+    def take(self, size: int) -> tuple[bytes, int]:
+        """The block holding the next ``size`` bytes, and where they start in it."""
+        if len(self._block) - self._at < size:
+            wanted = min(self._left, max(_DIRECTORY_BLOCK, size))
+            more = self._handle.read(wanted)
+            self._left -= len(more)
+            self._block, self._at = self._block[self._at :] + more, 0
+            if len(self._block) < size:
+                raise _bad_zip("its central directory is damaged")
+        return self._block, self._at
+
+    def skip(self, size: int) -> None:
+        """Move past a record that ``take`` returned."""
+        self._at += size
+        self.position += size
 
 
 class _Decompressor(Protocol):
@@ -560,7 +589,7 @@ class _ZipEntryReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not self._left:
             if self._crc != self._entry.crc:
-                raise _bad_zip(f"entry {_quote(self._entry.name)} fails its CRC check")
+                raise _bad_crc(self._entry)
             return 0
         data = self._next(min(len(view), self._left))
         view[: len(data)] = data
@@ -571,25 +600,63 @@ class _ZipEntryReader(io.RawIOBase):
     def _next(self, wanted: int) -> bytes:
         while True:
             if self._decompressor.eof:
-                raise self._short()
+                raise _short(self._entry)
             chunk = b""
             if self._decompressor.needs_input and self._compressed_left:
                 chunk = self._source.read(min(_COMPRESSED_READ, self._compressed_left))
                 if not chunk:
-                    raise self._short()
+                    raise _short(self._entry)
                 self._compressed_left -= len(chunk)
             data = self._decompressor.decompress(chunk, wanted)
             if data:
                 return data
             if not chunk and self._decompressor.needs_input:
-                raise self._short()
+                raise _short(self._entry)
 
-    def _short(self) -> CorruptArchiveError:
-        return _bad_zip(f"entry {_quote(self._entry.name)} is shorter than its declared size")
+
+def _short(entry: _ZipEntry) -> CorruptArchiveError:
+    return _bad_zip(f"entry {_quote(entry.name)} is shorter than its declared size")
+
+
+def _bad_crc(entry: _ZipEntry) -> CorruptArchiveError:
+    return _bad_zip(f"entry {_quote(entry.name)} fails its CRC check")
 
 
 def _open_zip_entry(handle: BinaryIO, entry: _ZipEntry) -> BinaryIO:
     """A reader of one entry's content, after checking its local header."""
+    _seek_data(handle, entry)
+    return io.BufferedReader(_ZipEntryReader(handle, entry))
+
+
+def _is_small(entry: _ZipEntry, limit: int) -> bool:
+    """Whether ``_read_small`` serves the entry: stored or deflated, both sizes in ``limit``."""
+    return entry.compressed <= limit and entry.size <= limit and entry.method in _WHOLE
+
+
+_WHOLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def _read_small(handle: BinaryIO, entry: _ZipEntry) -> bytes:
+    """A small entry's content in one read and one bounded zlib call, with the streaming
+    reader's checks (local header, declared size, CRC) but none of its per-read work:
+    most entries of a source tree are small, and that work was most of their cost."""
+    _seek_data(handle, entry)
+    if not entry.size:
+        data = b""
+    elif entry.method == zipfile.ZIP_STORED:
+        data = handle.read(entry.compressed)[: entry.size]
+    else:
+        packed = handle.read(entry.compressed)
+        data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(packed, entry.size)
+    if len(data) < entry.size:
+        raise _short(entry)
+    if zlib.crc32(data) != entry.crc:
+        raise _bad_crc(entry)
+    return data
+
+
+def _seek_data(handle: BinaryIO, entry: _ZipEntry) -> None:
+    """Check an entry's flags and local header, and leave ``handle`` at its data."""
     if entry.flags & _ENCRYPTED:
         raise _bad_zip(f"entry {_quote(entry.name)} is encrypted")
     if entry.flags & _PATCHED:
@@ -602,7 +669,6 @@ def _open_zip_entry(handle: BinaryIO, entry: _ZipEntry) -> BinaryIO:
     if handle.read(name_len) != entry.raw_name:
         raise _bad_zip(f"entry {_quote(entry.name)} has another name in its local header")
     handle.seek(extra_len, os.SEEK_CUR)
-    return io.BufferedReader(_ZipEntryReader(handle, entry))
 
 
 def _read_link(source: BinaryIO, name: str) -> str:
@@ -995,9 +1061,11 @@ def _fix_mode(descriptor: int, mode: int) -> None:
 
 
 def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
+    written = os.write(descriptor, data)  # all of it, nearly always
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(descriptor, view) :]
 
 
 class _Extractor:
@@ -1112,23 +1180,26 @@ class _Extractor:
         elif existing.children is None:
             raise self._conflict(name)
 
-    def file(self, name: str, source: IO[bytes], mode: int) -> None:
-        """A regular file, made with its final mode: three system calls for a small one."""
+    def file(self, name: str, chunks: Iterable[bytes], mode: int) -> None:
+        """A regular file, made with its final mode: three system calls for a small one.
+
+        ``chunks`` is read only once the file's place was checked and the file made.
+        """
         parent, leaf = self._fresh(name)
         descriptor = _create(self._path(parent, leaf), mode)
         self.tree.add(parent, leaf)
         try:
-            while chunk := self._read(source):
+            for chunk in chunks:
+                self.budget.add_bytes(len(chunk))  # counted before it is written
                 _write_all(descriptor, chunk)
             _fix_mode(descriptor, mode)
         finally:
             os.close(descriptor)
 
-    def _read(self, source: IO[bytes]) -> bytes:
-        """The next chunk of an entry, counted before it is written."""
-        chunk = source.read(self.chunk_bytes)
-        self.budget.add_bytes(len(chunk))
-        return chunk
+    def chunks(self, source: IO[bytes]) -> Iterator[bytes]:
+        """A stream's content, ``chunk_bytes`` at a time."""
+        while chunk := source.read(self.chunk_bytes):
+            yield chunk
 
     def symlink(self, name: str, link: str) -> None:
         if not link or "\x00" in link or "\\" in link or _DRIVE.match(link) or link[0] == "/":
@@ -1212,7 +1283,8 @@ def extract(
                 _extract_tar(stack, archive, extractor)
             else:
                 extractor.begin(file_name)
-                extractor.file(file_name, _open_archive(stack, archive, budget), DEFAULT_FILE_MODE)
+                source = _open_archive(stack, archive, budget)
+                extractor.file(file_name, extractor.chunks(source), DEFAULT_FILE_MODE)
             extractor.finish()
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
@@ -1236,9 +1308,16 @@ def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, wait: Wait | N
                 ex.symlink(entry.name, _read_link(source, entry.name))
         elif not stat.S_ISREG(mode):
             ex.special(entry.name)
+        elif _is_small(entry, ex.chunk_bytes):
+            ex.file(entry.name, _whole_entry(data, entry), mode)
         else:
             with _open_zip_entry(data, entry) as source:
-                ex.file(entry.name, source, mode)
+                ex.file(entry.name, ex.chunks(source), mode)
+
+
+def _whole_entry(handle: BinaryIO, entry: _ZipEntry) -> Iterator[bytes]:
+    """A small entry's content as one chunk, read when the extractor asks for it."""
+    yield _read_small(handle, entry)
 
 
 def _extract_tar(stack: ExitStack, archive: Path, ex: _Extractor) -> None:
@@ -1256,7 +1335,7 @@ def _extract_tar(stack: ExitStack, archive: Path, ex: _Extractor) -> None:
             source = tf.extractfile(member)
             assert source is not None  # always a stream for a regular member
             with source:
-                ex.file(member.name, source, member.mode)
+                ex.file(member.name, ex.chunks(source), member.mode)
         else:
             ex.special(member.name)
 

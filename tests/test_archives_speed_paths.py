@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +57,44 @@ def test_the_process_umask_is_read_without_changing_it() -> None:
         assert os.umask(0o027) == 0o027
     finally:
         os.umask(previous)
+
+
+def _patched(data: bytes, offset: int, value: int) -> bytes:
+    """The zip with a 32-bit field of its (only) central directory record changed."""
+    at = data.index(b"PK\x01\x02") + offset
+    return data[:at] + value.to_bytes(4, "little") + data[at + 4 :]
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 512], ids=["whole", "streamed"])
+@pytest.mark.parametrize(
+    ("field", "change", "problem"),
+    [(16, 1, "fails its CRC check"), (24, 10, "is shorter than its declared size")],
+    ids=["crc", "size"],
+)
+def test_small_and_streamed_entries_are_checked_alike(
+    tmp_path: Path, method: int, chunk_bytes: int, field: int, change: int, problem: str
+) -> None:
+    content = b"print('hello')\n" * 200  # 3,000 bytes: read whole, or in 512-byte chunks
+    good = zip_of(("src/a.py", content), method=method)
+    declared = int.from_bytes(good[good.index(b"PK\x01\x02") + field :][:4], "little")
+    archive, dest = tmp_path / "a.zip", tmp_path / "out"
+    archive.write_bytes(_patched(good, field, declared + change))
+    budget = Budget(10 * 1024**3, 100_000)
+    with pytest.raises(archives.CorruptArchiveError, match=f"'src/a.py' {problem}"):
+        archives.extract(
+            archive, "zip", dest, budget=budget, chunk_bytes=chunk_bytes, file_name="x"
+        )
+    assert not dest.exists()
+
+
+def test_a_small_entry_is_placed_before_it_is_read(tmp_path: Path) -> None:
+    """An unsafe name is refused as unsafe even when its content is corrupt too."""
+    good = zip_of(("../a.py", b"x" * 100))
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_patched(good, 16, 0))
+    budget = Budget(10 * 1024**3, 100_000)
+    with pytest.raises(archives.UnsafeEntryError):
+        archives.extract(
+            archive, "zip", tmp_path / "out", budget=budget, chunk_bytes=4096, file_name="x"
+        )
