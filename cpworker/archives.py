@@ -1360,6 +1360,7 @@ _MAX32 = 0xFFFFFFFF
 _VERSION = 20  # "version needed": deflate
 _VERSION64 = 45  # zip64
 _DESCRIPTOR = 0x08  # CRC and sizes follow the data
+_MAX_FILE = 1 << 63  # no limit on the bytes read from a file
 
 
 def _dos_time(mtime: float) -> tuple[int, int]:
@@ -1416,10 +1417,13 @@ class _Written:
         )
 
 
+Chunk = bytes | bytearray | memoryview
+
+
 class Sink(Protocol):
     """Where a zip is written: a file, or a stream that can neither seek nor tell."""
 
-    def write(self, data: bytes, /) -> object: ...
+    def write(self, data: Chunk, /) -> object: ...
 
 
 class _Counted:
@@ -1429,7 +1433,7 @@ class _Counted:
         self._out = out
         self.offset = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         self._out.write(data)
         self.offset += len(data)
 
@@ -1449,7 +1453,8 @@ class _ZipWriter:
         self._out = _Counted(out)
         self._chunk_bytes = chunk_bytes
         self._level = level
-        self._central: list[_Written] = []
+        self._directory = bytearray()  # the central directory records, as written at the end
+        self._count = 0
 
     def add_file(self, arcname: str, path: Path) -> None:
         with path.open("rb") as source:
@@ -1503,25 +1508,35 @@ class _ZipWriter:
         entry.crc, entry.compressed, entry.size = crc, len(payload), size or len(payload)
         self._header(entry, zip64=entry.size >= _MAX32)
         self._out.write(payload)
+        self._done(entry)
 
-    def _stored(self, entry: _Written, source: BinaryIO, first: bytes) -> None:
+    def _stored(self, entry: _Written, source: io.BufferedReader, first: bytes) -> None:
         """A large file that does not compress: read once for its CRC, then copied."""
         crc, size = self._crc(source, first)
         entry.crc, entry.compressed, entry.size = crc, size, size
         self._header(entry, zip64=size >= _MAX32)
         source.seek(0)
         copied, copied_crc = 0, 0
-        while chunk := source.read(min(self._chunk_bytes, size - copied)):
+        for chunk in self._chunks(source, size):
             self._out.write(chunk)
             copied, copied_crc = copied + len(chunk), zlib.crc32(chunk, copied_crc)
         if (copied, copied_crc) != (size, crc):
             raise ArchiveError(f"{_quote(entry.name.decode())} changed while it was zipped")
+        self._done(entry)
 
-    def _crc(self, source: BinaryIO, first: bytes) -> tuple[int, int]:
+    def _crc(self, source: io.BufferedReader, first: bytes) -> tuple[int, int]:
         crc, size = zlib.crc32(first), len(first)
-        while chunk := source.read(self._chunk_bytes):
+        for chunk in self._chunks(source, _MAX_FILE):
             crc, size = zlib.crc32(chunk, crc), size + len(chunk)
         return crc, size
+
+    def _chunks(self, source: io.BufferedReader, limit: int) -> Iterator[memoryview]:
+        """Up to ``limit`` bytes of ``source``, read into one reused buffer: a large file
+        read chunk by chunk into new objects left the allocator's heap grown."""
+        with memoryview(bytearray(self._chunk_bytes)) as buffer:
+            while limit and (count := source.readinto(buffer[: min(len(buffer), limit)])):
+                limit -= count
+                yield buffer[:count]
 
     def _deflated(
         self, entry: _Written, source: BinaryIO, packer: Any, first: bytes, packed: bytes
@@ -1542,6 +1557,7 @@ class _ZipWriter:
         entry.crc, entry.compressed, entry.size = crc, compressed + len(tail), size
         shape = "<4sL2Q" if zip64 else "<4s3L"
         self._out.write(struct.pack(shape, b"PK\x07\x08", crc, entry.compressed, size))
+        self._done(entry)
 
     def _header(self, entry: _Written, *, zip64: bool) -> None:
         entry.offset = self._out.offset
@@ -1565,14 +1581,18 @@ class _ZipWriter:
             len(extra),
         )
         self._out.write(header + entry.name + extra)
-        self._central.append(entry)
+
+    def _done(self, entry: _Written) -> None:
+        """Keep the complete entry's central record: packed, it takes a third of the memory
+        of the entry object it was made from (20,000 entries: 2 MiB, not 6)."""
+        self._directory += entry.record()
+        self._count += 1
 
     def close(self) -> None:
         """The central directory and the end records (zip64 ones when needed)."""
         start = self._out.offset
-        for entry in self._central:
-            self._out.write(entry.record())
-        end, count = self._out.offset, len(self._central)
+        self._out.write(self._directory)
+        end, count = self._out.offset, self._count
         size = end - start
         if count >= 0xFFFF or size >= _MAX32 or start >= _MAX32:
             self._out.write(

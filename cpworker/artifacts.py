@@ -15,6 +15,7 @@ credentials:
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import re
@@ -44,6 +45,7 @@ from cpworker.errors import (
 from cpworker.redact import scrub
 
 if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
@@ -75,10 +77,11 @@ class ArtifactSettings:
       ``max_ratio`` times the compressed bytes it read from the archive so far is
       refused, so a bomb stops there rather than at ``max_total_bytes``.
     - ``multipart_threshold_bytes`` (64 MiB): ``upload_file`` goes multipart above it.
-    - ``multipart_chunk_bytes`` (8 MiB): part size of a multipart upload (S3
-      requires at least 5 MiB; smaller values are raised to that). A zip is streamed
-      into S3 as it is made, with no temporary file: one PutObject if it fits one
-      part, else one part uploading while the next is filled (memory: two parts).
+    - ``multipart_chunk_bytes`` (5 MiB, S3's smallest; smaller values are raised to
+      that): part size of a multipart upload. A zip is streamed into S3 as it is
+      made, with no temporary file: one PutObject if it fits one part, else one part
+      uploading while the next is filled (memory: two parts, 10 MiB; S3's 10,000
+      parts then bound the zip to 48 GiB: raise it for larger ones).
     - ``compress_level`` (1): zlib level of zipped outputs; 1 is the fastest and keeps
       most of the gain of 6 (zip's default) on text. Entries whose first block does
       not compress by 5 % are stored.
@@ -91,7 +94,7 @@ class ArtifactSettings:
     max_ratio: int = 200
     ratio_check_after_bytes: int = 1 * GIB
     multipart_threshold_bytes: int = 64 * MIB
-    multipart_chunk_bytes: int = 8 * MIB
+    multipart_chunk_bytes: int = 5 * MIB
     chunk_bytes: int = 1 * MIB
     compress_level: int = archives.DEFAULT_LEVEL
 
@@ -678,9 +681,10 @@ class _StreamingUpload:
     """Bytes written here become one S3 object: a PutObject if they fit one part, else a
     multipart upload whose parts are sent by a thread while the next part fills.
 
-    At most one part is in flight and one filling, so memory stays at two parts. The
-    encryption arguments go on the PutObject or the CreateMultipartUpload (S3 applies
-    them to every part). ``abort`` after any failure leaves no parts behind.
+    Two buffers of one part each, allocated once: one is sent (from a view of it, never
+    copied) while the other fills, so memory stays at two parts. The encryption
+    arguments go on the PutObject or the CreateMultipartUpload (S3 applies them to every
+    part). ``abort`` after any failure leaves no parts behind.
     """
 
     def __init__(
@@ -689,32 +693,39 @@ class _StreamingUpload:
         self._client, self._bucket, self._key = client, bucket, key
         self._extra = extra
         self._part_bytes = part_bytes
-        self._buffer = bytearray()
+        self._filling, self._spare = bytearray(part_bytes), bytearray(part_bytes)
+        self._filled = 0  # bytes of the part in ``_filling``
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self._sending: Future[CompletedPartTypeDef] | None = None
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="cpworker-upload")
 
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        if len(self._buffer) >= self._part_bytes:
-            with memoryview(self._buffer) as view:  # one copy of the part, not two
-                part = bytes(view[: self._part_bytes])
-            del self._buffer[: self._part_bytes]
-            self._send(part)
-        return len(data)
+    def write(self, data: archives.Chunk) -> int:
+        start, size = 0, len(data)
+        while start < size:
+            taken = min(size - start, self._part_bytes - self._filled)
+            self._filling[self._filled : self._filled + taken] = memoryview(data)[
+                start : start + taken
+            ]
+            self._filled, start = self._filled + taken, start + taken
+            if self._filled == self._part_bytes:
+                self._send()
+        return size
 
-    def _send(self, part: bytes) -> None:
-        """Hand ``part`` to the sender once the previous one is in S3."""
+    def _send(self) -> None:
+        """Hand the filled part to the sender once the previous one is in S3, and fill
+        the other buffer (the previous part's) meanwhile."""
         if self._upload_id is None:
             created = self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, ChecksumAlgorithm="CRC32", **self._extra
             )
             self._upload_id = created["UploadId"]
         self._wait()
+        part = io.BufferedReader(_PartBody(memoryview(self._filling)[: self._filled]))
         self._sending = self._sender.submit(self._upload_part, len(self._parts) + 1, part)
+        self._filling, self._spare, self._filled = self._spare, self._filling, 0
 
-    def _upload_part(self, number: int, part: bytes) -> CompletedPartTypeDef:
+    def _upload_part(self, number: int, part: BinaryIO) -> CompletedPartTypeDef:
         assert self._upload_id is not None
         sent = self._client.upload_part(
             Bucket=self._bucket,
@@ -735,13 +746,13 @@ class _StreamingUpload:
         """Send what is left and make the object."""
         try:
             if self._upload_id is None:
-                body = bytes(self._buffer)
+                body = bytes(memoryview(self._filling)[: self._filled])
                 self._client.put_object(
                     Bucket=self._bucket, Key=self._key, Body=body, **self._extra
                 )
                 return
-            if self._buffer:
-                self._send(bytes(self._buffer))
+            if self._filled:
+                self._send()
             self._wait()
             self._client.complete_multipart_upload(
                 Bucket=self._bucket,
@@ -760,6 +771,37 @@ class _StreamingUpload:
                 self._client.abort_multipart_upload(
                     Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
                 )
+
+
+class _PartBody(io.RawIOBase):
+    """A part's bytes as the seekable file botocore reads (to hash, sign and send, and
+    again on a retry), read from the upload's buffer without copying it whole."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        with memoryview(buffer) as out:
+            count = min(len(out), len(self._view) - self._at)
+            out[:count] = self._view[self._at : self._at + count]
+        self._at += count
+        return count
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._at, os.SEEK_END: len(self._view)}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
 
 
 class _Named(Protocol):

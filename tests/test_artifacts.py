@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
 from cpworker.artifacts import (
@@ -621,6 +622,42 @@ def test_failed_streamed_upload_is_aborted(
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="out/aborted")
+
+
+def test_a_part_sent_again_after_a_server_error_is_sent_whole(
+    s3: Any, job_client: Any, bucket: str, workspace: Path
+) -> None:
+    """Parts are read from the upload's buffer, not copied: a retry reads them from the start."""
+    (workspace / "dist").mkdir()
+    blob = os.urandom(7 * 1024 * 1024)
+    (workspace / "dist" / "a.bin").write_bytes(blob)
+    failures = []
+
+    def fail_first(request: Any, **_: Any) -> AWSResponse | None:
+        if failures:
+            return None
+        failures.append(request.body.read(1000))  # partly sent, then the server fails
+        error = b"<Error><Code>InternalError</Code><Message>try again</Message></Error>"
+        return AWSResponse(request.url, 500, {}, _Raw(error))
+
+    job_client.meta.events.register("before-send.s3.UploadPart", fail_first)
+    settings = ArtifactSettings(multipart_chunk_bytes=5 * 1024 * 1024)
+    artifact = output(job_client, bucket, workspace, settings=settings)
+    artifact.upload_dir("dist")
+    assert len(failures) == 1
+    body = s3.get_object(Bucket=bucket, Key=artifact.key)["Body"].read()
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.read("a.bin") == blob
+
+
+class _Raw:
+    """The raw stream of a made-up HTTP response."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
 
 
 def test_failed_upload_raises_without_credentials(job_client: Any, workspace: Path) -> None:
