@@ -1294,11 +1294,7 @@ def extract(
 def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, wait: Wait | None) -> None:
     directory = _open_archive(stack, archive, None, wait)
     data = _open_archive(stack, archive, ex.budget, wait)
-    entries = size = 0
-    for entry in _zip_entries(directory, ex.budget.max_entries):
-        entries, size = entries + 1, size + entry.size
-    ex.budget.expect(entries, size)
-    for entry in _zip_entries(directory, ex.budget.max_entries):
+    for entry in _expected_entries(directory, ex.budget):
         ex.begin(entry.name)
         mode = entry.mode
         if entry.is_dir or stat.S_ISDIR(mode):
@@ -1313,6 +1309,31 @@ def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, wait: Wait | N
         else:
             with _open_zip_entry(data, entry) as source:
                 ex.file(entry.name, ex.chunks(source), mode)
+
+
+_KEPT_BYTES = 8 * 1024 * 1024  # memory a zip's entries may take to be read only once
+_ENTRY_BYTES = 350  # what one entry takes in memory (tracemalloc), besides twice its name
+
+
+def _expected_entries(directory: BinaryIO, budget: Budget) -> Iterable[_ZipEntry]:
+    """The entries, once their count and declared sizes passed ``budget.expect``.
+
+    That takes a first read of the central directory; its entries are kept for the
+    extraction while they take under ``_KEPT_BYTES`` (20,000 entries of short names
+    take about 7 MiB), which saves parsing them twice; more are read again as a stream.
+    """
+    kept: list[_ZipEntry] | None = []
+    entries = size = held = 0
+    for entry in _zip_entries(directory, budget.max_entries):
+        entries, size = entries + 1, size + entry.size
+        if kept is not None:
+            held += _ENTRY_BYTES + 2 * len(entry.raw_name)
+            if held > _KEPT_BYTES:
+                kept = None
+            else:
+                kept.append(entry)
+    budget.expect(entries, size)
+    return kept if kept is not None else _zip_entries(directory, budget.max_entries)
 
 
 def _whole_entry(handle: BinaryIO, entry: _ZipEntry) -> Iterator[bytes]:

@@ -98,3 +98,25 @@ def test_a_small_entry_is_placed_before_it_is_read(tmp_path: Path) -> None:
         archives.extract(
             archive, "zip", tmp_path / "out", budget=budget, chunk_bytes=4096, file_name="x"
         )
+
+
+@pytest.mark.parametrize("kept_bytes", [8 * 1024 * 1024, 0], ids=["kept", "read-again"])
+def test_entries_kept_or_read_again_extract_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept_bytes: int
+) -> None:
+    """A small central directory is parsed once and kept; a large one is read twice."""
+    monkeypatch.setattr(archives, "_KEPT_BYTES", kept_bytes)
+    files = {
+        f"d{index % 3}/f{index}.txt": f"file {index}\n".encode() * index for index in range(50)
+    }
+    dest = extract(tmp_path, zip_of(*files.items()))
+    assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.txt")} == files
+
+
+def test_too_many_declared_bytes_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    archive, dest = tmp_path / "a.zip", tmp_path / "out"
+    archive.write_bytes(zip_of(("a.txt", b"a" * 1000), ("b.txt", b"b" * 1000)))
+    budget = Budget(1500, 100)
+    with pytest.raises(archives.LimitExceededError, match="max_total_bytes"):
+        archives.extract(archive, "zip", dest, budget=budget, chunk_bytes=4096, file_name="x")
+    assert not dest.exists()
