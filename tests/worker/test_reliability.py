@@ -450,14 +450,29 @@ def test_shutdown_abandons_a_poll_that_is_being_retried(
     assert not [r for r in caplog.records if r.getMessage() == "polling failed"]
 
 
+def _poll_for(
+    codepipeline: Any, type_id: dict[str, str], wanted: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll until the job ``wanted`` picks comes (jobs that other tests left queued
+    are passed over: CodePipeline dispatches them again later)."""
+
+    def found() -> dict[str, Any] | None:
+        jobs = codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=10)["jobs"]
+        return next((job for job in jobs if wanted(job)), None)
+
+    job: dict[str, Any] = until(found, what="the test's own job")
+    return job
+
+
 def _claim_as_a_dead_worker(
     codepipeline: Any, state_dir: Path, run: Run, *, acknowledge: bool
 ) -> dict[str, Any]:
     """Poll ``run``'s job and journal its claim as a worker that has since died (as if it
     was killed between the journal entry and AcknowledgeJob, or just after it)."""
     type_id = {"category": "Test", "owner": "Custom", "provider": "CpwHang", "version": "1"}
-    job = until(lambda: codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=1)["jobs"])[0]
-    assert job["data"]["pipelineContext"]["pipelineName"] == run.name
+    job = _poll_for(
+        codepipeline, type_id, lambda j: j["data"]["pipelineContext"]["pipelineName"] == run.name
+    )
     dead = Identity(socket.gethostname(), 2**22 + 7, "0")  # no such process
     journal = Journal(state_dir, dead)
     journal.claiming(job["id"], "hang", job["nonce"], None, None)
@@ -498,9 +513,7 @@ def test_a_claim_that_went_to_another_worker_is_left_to_it(
         run = start_pipeline("CpwHang", {"Tag": "quick"})
         first = _claim_as_a_dead_worker(codepipeline, state_dir, run, acknowledge=False)
         type_id = first["data"]["actionTypeId"]
-        again = until(
-            lambda: codepipeline.poll_for_jobs(actionTypeId=type_id, maxBatchSize=1)["jobs"]
-        )[0]
+        again = _poll_for(codepipeline, type_id, lambda j: j["id"] == first["id"])
         codepipeline.acknowledge_job(jobId=again["id"], nonce=again["nonce"])
     finally:
         local.engine.configure(redispatch_after_s=original)
