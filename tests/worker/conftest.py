@@ -145,6 +145,20 @@ def stopped(pid: int) -> bool:
     return state == "Z"
 
 
+def assert_build_output(run: PipelineRun) -> dict[str, Any]:
+    """``run``'s action is handlers/build.py's, finished: its output variables name the
+    build, which is also the action's external execution; returns the action's output."""
+    output: dict[str, Any] = run.action_output()
+    variables = output["outputVariables"]
+    assert set(variables) == {"RunId", "DurationSeconds", "SourceRevision"}
+    assert variables["RunId"].startswith("demo-")
+    assert run.action_state()["externalExecutionId"] == variables["RunId"]
+    assert output["executionResult"]["externalExecutionSummary"].startswith(
+        f"build {variables['RunId']} succeeded in"
+    )
+    return output
+
+
 def assert_failed_by_the_timeout_trap(run: PipelineRun, started: float) -> None:
     """``run``'s Lambda action failed promptly, answered by the timeout trap (1 s margin),
     not by Lambda killing it at the timeout nor by the end of the reply window."""

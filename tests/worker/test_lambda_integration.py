@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS_DIR, Executor, Run, assert_failed_by_the_timeout_trap, assert_leaky_masked
+from conftest import (
+    APPS_DIR,
+    Executor,
+    Run,
+    assert_build_output,
+    assert_failed_by_the_timeout_trap,
+    assert_leaky_masked,
+)
 from cpw_test_apps import app as test_app
 
 from cpworker.testing import zip_bytes
@@ -56,14 +63,7 @@ def test_the_build_handler_continues_then_uploads_its_output_with_the_jobs_key(
     # uploaded the output under the pipeline's key and returned the output variables
     starts = re.findall(r"\[(fn-\w+) ([0-9a-f-]{36})\] START", logs.text)
     assert len({request for _, request in starts}) == 2
-    output = run.action_output()
-    variables = output["outputVariables"]
-    assert set(variables) == {"RunId", "DurationSeconds", "SourceRevision"}
-    assert variables["RunId"].startswith("demo-")
-    assert run.action_state()["externalExecutionId"] == variables["RunId"]
-    assert output["executionResult"]["externalExecutionSummary"].startswith(
-        f"build {variables['RunId']} succeeded in"
-    )
+    output = assert_build_output(run)
     location = output["outputArtifacts"][0]["s3location"]
     stored = aws("s3").get_object(Bucket=location["bucket"], Key=location["key"])
     assert stored["ServerSideEncryption"] == "aws:kms"

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS_DIR, Run, assert_failed_by_the_timeout_trap, assert_leaky_masked
+from conftest import (
+    APPS_DIR,
+    Run,
+    assert_build_output,
+    assert_failed_by_the_timeout_trap,
+    assert_leaky_masked,
+)
 
 from cpworker.testing import lambda_action, zip_bytes
 from cpworker.worker import Worker
@@ -59,14 +65,7 @@ def test_the_build_handler_gives_the_same_result_as_worker_and_as_lambda(
         )  # fmt: skip
         run = start_pipeline("lambda", source=zip_bytes(PROJECT), action=action)
     assert run.wait(timeout_s=60)["status"] == "Succeeded"
-    output = run.action_output()
-    variables = output["outputVariables"]
-    assert set(variables) == {"RunId", "DurationSeconds", "SourceRevision"}
-    assert variables["RunId"].startswith("demo-")
-    assert run.action_state()["externalExecutionId"] == variables["RunId"]
-    assert output["executionResult"]["externalExecutionSummary"].startswith(
-        f"build {variables['RunId']} succeeded in"
-    )
+    assert_build_output(run)
     assert _output_files(run, aws) == ["count.txt"]
 
 
