@@ -494,6 +494,15 @@ def chaos_action(seconds: float, steps: int, artifacts: bool = False) -> dict[st
     )
 
 
+def start_jobs(emulator: Emulator, name: str, jobs: int, action: dict[str, Any]) -> Monitor:
+    """Pipeline ``name`` with ``jobs`` executions of ``action``, watched by a monitor."""
+    codepipeline, s3 = clients(emulator.endpoint_url)
+    create_executions(codepipeline, s3, name, jobs, action)
+    monitor = Monitor(emulator, name)
+    monitor.start()
+    return monitor
+
+
 def start_emulator(folder: Path, *options: str) -> Emulator:
     emulator = Emulator(folder, "--job-timeout", "3600", "--continuation-delay", "0.2", *options)
     codepipeline, _ = clients(emulator.endpoint_url)
@@ -515,12 +524,7 @@ def r1(args: argparse.Namespace) -> Figures:
         try:
             fleet = Fleet(emulator, folder, args.workers, *worker_options(args, folder))
             started = time.monotonic()
-            codepipeline, s3 = clients(emulator.endpoint_url)
-            create_executions(
-                codepipeline, s3, "r1", args.r1_jobs, chaos_action(args.r1_seconds, 1)
-            )
-            monitor = Monitor(emulator, "r1")
-            monitor.start()
+            monitor = start_jobs(emulator, "r1", args.r1_jobs, chaos_action(args.r1_seconds, 1))
             kills: list[Serve] = []
 
             def kill() -> None:
@@ -614,12 +618,7 @@ def r2(args: argparse.Namespace) -> Figures:
             drain = ("--drain-timeout", str(args.drain_timeout))
             fleet = Fleet(emulator, folder, args.workers, *worker_options(args, folder, *drain))
             started = time.monotonic()
-            codepipeline, s3 = clients(emulator.endpoint_url)
-            create_executions(
-                codepipeline, s3, "r2", args.r2_jobs, chaos_action(args.r2_seconds, 2)
-            )
-            monitor = Monitor(emulator, "r2")
-            monitor.start()
+            monitor = start_jobs(emulator, "r2", args.r2_jobs, chaos_action(args.r2_seconds, 2))
             statuses: list[int] = []
             left_open = 0
 
@@ -681,12 +680,9 @@ def r3(args: argparse.Namespace) -> Figures:
         try:
             fleet = Fleet(emulator, folder, args.workers, *worker_options(args, folder))
             started = time.monotonic()
-            codepipeline, s3 = clients(emulator.endpoint_url)
-            create_executions(
-                codepipeline, s3, "r3", args.r3_jobs, chaos_action(args.r3_seconds, 2, True)
+            monitor = start_jobs(
+                emulator, "r3", args.r3_jobs, chaos_action(args.r3_seconds, 2, True)
             )
-            monitor = Monitor(emulator, "r3")
-            monitor.start()
             monitor.wait_all(args.r3_jobs, args.stall)
             monitor.stop()
             fleet.stop_all()
