@@ -3,10 +3,12 @@ rather than a worker that takes the wrong jobs or logs the same error for ever.
 
 - ``--query``: it must name a served custom action and its queryable property, and an
   action with a queryable property must have one (CodePipeline refuses polls without).
-- The account: a first ListActionTypes, tried a bounded number of times, proves the
-  Region, the credentials and the endpoint; it also says which served types are not
-  registered, and which differ from their declaration (a warning: jobs may fail). A
-  role without ListActionTypes skips that comparison, with a warning.
+- The account: a first ListActionTypes proves the Region, the credentials and the
+  endpoint. It is tried a bounded number of times; once CodePipeline has answered
+  (throttled, a 5xx, a connection it reset), it is as patient as every other call.
+  It also says which served types are not registered, and which differ from their
+  declaration (a warning: jobs may fail). A role without ListActionTypes skips that
+  comparison, with a warning.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
+from botocore.exceptions import ConnectionError as NotConnected
 
-from cpworker.api import RetryPolicy, error_code
+from cpworker.api import RetryPolicy, error_code, is_retryable
 from cpworker.app import ActionSpec
 from cpworker.mistakes import UsageError
-from cpworker.registration import differences, registered_custom_types
+from cpworker.registration import Registered, differences, registered_custom_types
 
 log = logging.getLogger("cpworker.serve")
 DENIED = frozenset({"AccessDeniedException", "AccessDenied"})
 STARTUP_RETRIES = RetryPolicy(attempts=4, max_elapsed_s=20.0, backoff_max_s=5.0)
+BUSY_RETRIES = RetryPolicy()
 
 
 def queries_for(
@@ -64,6 +68,23 @@ def queries_for(
     return queries
 
 
+def _registered(codepipeline: Any, policy: RetryPolicy) -> Registered:
+    """The registered custom types; past ``policy``'s attempts, only an endpoint that never
+    answered is given up on (a wrong endpoint, no network: one line at once), not a busy one."""
+    try:
+        return policy.wrap(lambda: registered_custom_types(codepipeline))
+    except NotConnected:
+        raise
+    except Exception as exc:
+        if not is_retryable(exc):
+            raise
+        log.warning(
+            "CodePipeline is busy at start; still trying",
+            extra={"error": error_code(exc) or type(exc).__name__},
+        )
+        return BUSY_RETRIES.wrap(lambda: registered_custom_types(codepipeline))
+
+
 def check_account(
     codepipeline: Any, specs: Sequence[ActionSpec], policy: RetryPolicy = STARTUP_RETRIES
 ) -> None:
@@ -72,7 +93,7 @@ def check_account(
     job operations only (no ListActionTypes) still serves, with a warning: its answer
     already proved the credentials and the endpoint."""
     try:
-        registered = policy.wrap(lambda: registered_custom_types(codepipeline))
+        registered = _registered(codepipeline, policy)
     except ClientError as exc:
         if error_code(exc) not in DENIED:
             raise

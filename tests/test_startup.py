@@ -1,10 +1,14 @@
 """serve's start-up check of the account leaves a least-privilege role able to serve:
 a role without ListActionTypes is warned, not refused. (botocore's Stubber answers: no
-network.)"""
+network), and a CodePipeline that answers "busy" is waited for (a real cpworker local
+with injected throttling)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import boto3
 import pytest
@@ -12,6 +16,8 @@ from botocore.stub import Stubber
 
 from cpworker import ActionApp
 from cpworker.api import RetryPolicy
+from cpworker.local.faults import FaultSettings
+from cpworker.local.server import LocalCodePipeline
 from cpworker.startup import check_account
 
 app = ActionApp()
@@ -39,3 +45,47 @@ def test_refused_credentials_still_stop_serve() -> None:
         stub.add_client_error("list_action_types", "UnrecognizedClientException", "bad token")
         with pytest.raises(codepipeline.exceptions.ClientError):
             check_account(codepipeline, list(app), RetryPolicy(attempts=1))
+
+
+class _Seen(logging.Handler):
+    """Sets ``event`` when a record's message starts with ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.text):
+            self.event.set()
+
+
+def test_a_busy_codepipeline_is_waited_for_past_the_start_up_attempts(
+    local: LocalCodePipeline, aws: Callable[..., Any]
+) -> None:
+    # Given a registered type, and a CodePipeline that throttles every ListActionTypes
+    codepipeline = aws("codepipeline")
+    app.register(codepipeline)
+    busy = _Seen("CodePipeline is busy at start")
+    logging.getLogger("cpworker.serve").addHandler(busy)
+    errors: list[BaseException] = []
+
+    def check_now() -> None:
+        try:
+            check_account(codepipeline, list(app), RetryPolicy(attempts=2, backoff_base_s=0.01))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    checking = threading.Thread(target=check_now)
+    local.set_faults(FaultSettings(throttle=1.0, operations=frozenset({"ListActionTypes"})))
+    try:
+        checking.start()
+        # When the start-up attempts are spent on answers that say "busy"
+        assert busy.event.wait(60), "the check gave up instead of waiting"
+    finally:
+        local.set_faults(None)
+        logging.getLogger("cpworker.serve").removeHandler(busy)
+    # Then it goes on trying, and passes once CodePipeline answers
+    checking.join(60)
+    assert not checking.is_alive()
+    assert errors == []
