@@ -20,6 +20,7 @@ Modules::
     integration.py  Lambda executors: the integration-model event, reading the reply
     private.py      ``CpworkerLocal.*`` operations: standalone Lambda jobs, result counts
     aws.py          the engine's S3/KMS/STS calls (to moto, on the same endpoint)
+    events.py       CodePipeline's EventBridge events; SQS and Lambda targets of rules
     views.py        answers in botocore's output shapes
     hosts.py        loopback only: the listening address and the Host header check
     faults.py       injected faults (throttling, 5xx, resets, lost answers)
@@ -50,6 +51,11 @@ timings are :class:`~cpworker.local.engine.EngineSettings` fields):
   or any queryParam on a type without one, answers ValidationException.
 * Creating a custom action type that exists with an identical definition returns it
   (and restores it if deleted); a different definition answers ValidationException.
+* Every pipeline, stage and action state change is published to the default event
+  bus (moto's EventBridge) as CodePipeline's documented event; rules deliver it to SQS
+  queues, and to the functions of ``--function`` when a target is a Lambda ARN. An
+  action's STARTED event goes out once its job can be polled. Delivery is in order
+  and immediate; EventBridge promises neither.
 * Execution modes: SUPERSEDED and QUEUED let one execution hold a stage at a time;
   a newer execution waiting for a stage supersedes an older waiting one (SUPERSEDED),
   or they enter oldest first (QUEUED); PARALLEL executions never wait.

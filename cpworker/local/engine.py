@@ -35,6 +35,12 @@ from cpworker.local.aws import AwsClients, SourceUnavailable
 from cpworker.local.credentials import CredentialExpiries
 from cpworker.local.declarations import LAMBDA, declared_type
 from cpworker.local.errors import ServiceError
+from cpworker.local.events import (
+    EventPublisher,
+    LambdaTargets,
+    install_delivery,
+    uninstall_delivery,
+)
 from cpworker.local.executions import IN_PROGRESS, SUPERSEDED, ActionRun, Execution
 from cpworker.local.jobs import Job, JobBoard
 from cpworker.local.lambdas import FunctionRegistry, FunctionSpec, Invocation, Invoker, Returned
@@ -134,6 +140,12 @@ class Engine:
         self._third_party = ThirdPartyJobs()
         self.expiries = CredentialExpiries()
         """Expiry of each job credential issued with a ``credential_ttl_s`` (the server's)."""
+        self._events = EventPublisher(settings.region, settings.account_id, self._pipeline_arn)
+        self._lambda_targets = LambdaTargets(
+            self.functions,
+            self._invoker,
+            lambda: (self.settings.lambda_timeout_s, self.settings.lambda_init_timeout_s),
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -141,6 +153,8 @@ class Engine:
         """Start the scheduler; the engine's own AWS calls go to ``endpoint_url``."""
         self._aws = AwsClients(endpoint_url, self.settings.region)
         self._invoker.start(endpoint_url, self.settings.region, self.settings.account_id)
+        self._events.start()
+        install_delivery(self._lambda_targets)
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="cpworker-local-engine", daemon=True)
         self._thread.start()
@@ -152,6 +166,8 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        uninstall_delivery(self._lambda_targets)
+        self._events.stop()
         self._invoker.stop()
 
     def configure(self, **changes: Any) -> EngineSettings:
@@ -293,7 +309,7 @@ class Engine:
         self, record: PipelineRecord, trigger: str, variables: list[dict[str, str]], now: float
     ) -> Execution:
         values = resolve_variables(record.declaration, variables)
-        ex = Execution(record.name, record.declaration, trigger, values, now)
+        ex = Execution(record.name, record.declaration, trigger, values, now, changes=self._events)
         self._executions[ex.id] = ex
         self._wake.set()
         return ex
@@ -601,6 +617,7 @@ class Engine:
                 and self._executions.get(run.execution.id) is run.execution
             ):
                 apply(time.time())
+                run.announce()  # after apply: a custom action's job can be polled by now
                 return True
             return False
 

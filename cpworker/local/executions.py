@@ -14,13 +14,41 @@ import string
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cpworker.local.actiontypes import ActionTypeRecord, ActionTypeRegistry, key_of
 
 IN_PROGRESS, SUCCEEDED, FAILED, SUPERSEDED = "InProgress", "Succeeded", "Failed", "Superseded"
 _ALNUM = string.ascii_letters + string.digits
 _VARIABLE = re.compile(r"#\{([A-Za-z0-9@_-]+)\.([A-Za-z0-9@_-]+)\}")
+
+
+class StateChanges(Protocol):
+    """Who hears the state changes of executions, stages and actions (the engine's
+    EventBridge publisher), with EventBridge's state names. Called under the engine
+    lock: no I/O."""
+
+    def pipeline(self, ex: Execution, state: str) -> None: ...
+
+    def stage(self, ex: Execution, stage: str, state: str) -> None: ...
+
+    def action(self, run: ActionRun, state: str) -> None: ...
+
+
+class Unheard:
+    """No one listens (executions built outside an engine)."""
+
+    def pipeline(self, ex: Execution, state: str) -> None:
+        pass
+
+    def stage(self, ex: Execution, stage: str, state: str) -> None:
+        pass
+
+    def action(self, run: ActionRun, state: str) -> None:
+        pass
+
+
+_EVENT_STATE = {SUCCEEDED: "SUCCEEDED", FAILED: "FAILED", SUPERSEDED: "SUPERSEDED"}
 
 
 class UnresolvedVariable(Exception):  # noqa: N818 - a condition, reported as an action failure
@@ -79,6 +107,8 @@ class ActionRun:
     """When the scheduler must next act for this run (start it, or queue a follow-up job)."""
     preparing: bool = False
     """True while the scheduler does I/O for this run outside the lock."""
+    announced: bool = False
+    """Whether its STARTED state change went out."""
 
     def __post_init__(self) -> None:
         self.updated = self.started
@@ -102,6 +132,12 @@ class ActionRun:
             "executionUrlTemplate", self.configuration, ExternalExecutionId=self.external_id
         )
 
+    def announce(self) -> None:
+        """The action has started: its job can be polled, or its function was invoked."""
+        if not self.announced:
+            self.announced = True
+            self.execution.changes.action(self, "STARTED")
+
     def report(self, now: float, details: Mapping[str, Any]) -> None:
         """Record the ``executionDetails`` a worker sent."""
         self.updated = now
@@ -120,12 +156,16 @@ class ActionRun:
         namespace = self.declaration.get("namespace")
         if namespace is not None:
             self.execution.namespaces[namespace] = self.output_variables
+        self.announce()
+        self.execution.changes.action(self, "SUCCEEDED")
 
     def fail(self, now: float, code: str, message: str, external_id: str | None = None) -> None:
         self.status, self.updated, self.due_at = FAILED, now, None
         self.error = {"code": code, "message": message}
         if external_id is not None:
             self.external_id = external_id
+        self.announce()
+        self.execution.changes.action(self, "FAILED")
 
 
 @dataclass(eq=False)
@@ -150,9 +190,11 @@ class Execution:
     runs: list[ActionRun] = field(default_factory=list)
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    changes: StateChanges = field(default_factory=Unheard, repr=False)
 
     def __post_init__(self) -> None:
         self.updated = self.started
+        self.changes.pipeline(self, "STARTED")
 
     @property
     def version(self) -> int:
@@ -173,6 +215,10 @@ class Execution:
         self.status, self.updated, self.summary = status, now, summary
         if self.entered and status != SUCCEEDED:
             self.stage_status[self.stage["name"]] = status if status == FAILED else "Cancelled"
+            self.changes.stage(
+                self, self.stage["name"], "FAILED" if status == FAILED else "CANCELED"
+            )
+        self.changes.pipeline(self, _EVENT_STATE.get(status, "CANCELED"))
 
     def advance(
         self, now: float, stage_free: Callable[[Execution], bool], types: ActionTypeRegistry
@@ -184,6 +230,7 @@ class Execution:
                     return
                 self.entered, self.run_order = True, 0
                 self.stage_status[self.stage["name"]] = IN_PROGRESS
+                self.changes.stage(self, self.stage["name"], "STARTED")
             group = [
                 r
                 for r in self.runs
@@ -266,6 +313,7 @@ class Execution:
 
     def _finish_stage(self, now: float) -> None:
         self.stage_status[self.stage["name"]] = SUCCEEDED
+        self.changes.stage(self, self.stage["name"], "SUCCEEDED")
         self.updated = now
         if self.stage_index + 1 == len(self.declaration["stages"]):
             self.finish(now, SUCCEEDED)
