@@ -506,13 +506,19 @@ class Engine:
     def result_counts(self, pipeline: str | None) -> dict[str, Any]:
         """Result requests per job and per action execution (``CpworkerLocal.GetResultCounts``)."""
         with self._lock:
-            jobs = [
-                job
-                for job in (*self._jobs, *self._third_party.board)
-                if pipeline is None
-                or (job.run is not None and job.run.execution.pipeline == pipeline)
-            ]
-            return views.result_counts(jobs)
+            return views.result_counts(self._jobs_of(pipeline))
+
+    def job_times(self, pipeline: str | None) -> dict[str, Any]:
+        """When each job was created, dispatched, acknowledged (``CpworkerLocal.GetJobTimes``)."""
+        with self._lock:
+            return views.job_times(self._jobs_of(pipeline))
+
+    def _jobs_of(self, pipeline: str | None) -> list[Job]:
+        return [
+            job
+            for job in (*self._jobs, *self._third_party.board)
+            if pipeline is None or (job.run is not None and job.run.execution.pipeline == pipeline)
+        ]
 
     # -- scheduler -------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -69,6 +70,7 @@ class Job:
     status: str = QUEUED
     nonce: str | None = None
     dispatched_at: float | None = None
+    acknowledged_at: float | None = None
     result: dict[str, Any] | None = None
     """What PutJobSuccessResult/PutJobFailureResult reported (CpworkerLocal.DescribeJob)."""
     next_job_id: str | None = None
@@ -192,7 +194,7 @@ class JobBoard:
         if job.nonce is None or not secrets.compare_digest(job.nonce, nonce):
             raise ServiceError("InvalidNonceException", f"The nonce does not match job {job_id}")
         if job.status == DISPATCHED:
-            job.status = JOB_IN_PROGRESS
+            job.status, job.acknowledged_at = JOB_IN_PROGRESS, time.time()
             self._unqueue(job)
         return job.status
 

@@ -22,6 +22,9 @@ JSON wire form as the CodePipeline operations::
             "actionExecutions": [{"actionExecutionId", "pipelineName",
                                   "pipelineExecutionId", "actionName", "steps",
                                   "accepted": {"success" | "continuation" | "failure": n}}]}
+    CpworkerLocal.GetJobTimes {"pipelineName": optional}
+        -> {"jobs": [{"jobId", "status", "createdAt", "dispatchedAt", "acknowledgedAt"}]}
+           (seconds since the epoch; oldest job first; a time not reached yet is absent)
     CpworkerLocal.ThirdPartyClient {"pipelineName", "stageName", "actionName",
                                     "clientId"?, "clientToken"?}
         -> {"clientId", "clientToken"}
@@ -95,6 +98,7 @@ class PrivateOperations:
             "CreateLambdaJob": self._create_lambda_job,
             "DescribeJob": self._describe_job,
             "GetResultCounts": self._get_result_counts,
+            "GetJobTimes": self._get_job_times,
             "GetCallCounts": self._get_call_counts,
             "ThirdPartyClient": self._third_party_client,
         }
@@ -118,6 +122,10 @@ class PrivateOperations:
     def _get_result_counts(self, params: Params) -> Params:
         validate_members(params, {"pipelineName": ("PipelineName", False)})
         return self.engine.result_counts(params.get("pipelineName"))
+
+    def _get_job_times(self, params: Params) -> Params:
+        validate_members(params, {"pipelineName": ("PipelineName", False)})
+        return self.engine.job_times(params.get("pipelineName"))
 
     def _get_call_counts(self, params: Params) -> Params:
         validate_members(params, {})

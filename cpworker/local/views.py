@@ -197,6 +197,26 @@ def job_description(job: Job) -> dict[str, Any]:
     )
 
 
+def job_times(jobs: Iterable[Job]) -> dict[str, Any]:
+    """The ``CpworkerLocal.GetJobTimes`` answer: each job's creation, (last) dispatch and
+    acknowledgement, in seconds since the epoch, oldest job first. How long a job waited
+    for a worker is ``acknowledgedAt - createdAt``."""
+    return {
+        "jobs": [
+            _compact(
+                {
+                    "jobId": job.id,
+                    "status": job.status,
+                    "createdAt": job.created,
+                    "dispatchedAt": job.dispatched_at,
+                    "acknowledgedAt": job.acknowledged_at,
+                }
+            )
+            for job in sorted(jobs, key=lambda job: job.created)
+        ]
+    }
+
+
 def result_counts(jobs: Iterable[Job]) -> dict[str, Any]:
     """The ``CpworkerLocal.GetResultCounts`` answer: result requests per job (oldest
     first) and, summed, per action execution."""

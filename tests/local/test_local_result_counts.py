@@ -92,3 +92,20 @@ def test_counts_refuse_an_unknown_member(local: LocalCodePipeline) -> None:
 
     assert raised.value.code == "ValidationException"
     assert "pipeline" in raised.value.message
+
+
+def test_job_times_tell_when_each_job_was_created_dispatched_and_acknowledged(
+    local: LocalCodePipeline, lab: Lab
+) -> None:
+    type_id = lab.action_type()
+    name, _ = lab.pipeline([lab.action(type_id)])
+    polled = lab.poll(type_id)[0]
+    dispatched = call_private(local.endpoint_url, "GetJobTimes", {"pipelineName": name})
+    lab.codepipeline.acknowledge_job(jobId=polled["id"], nonce=polled["nonce"])
+
+    (job,) = call_private(local.endpoint_url, "GetJobTimes", {"pipelineName": name})["jobs"]
+
+    assert "acknowledgedAt" not in dispatched["jobs"][0]
+    assert job["jobId"] == polled["id"]
+    assert job["status"] == "InProgress"
+    assert job["createdAt"] <= job["dispatchedAt"] <= job["acknowledgedAt"]
