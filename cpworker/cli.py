@@ -92,7 +92,7 @@ def serve(args: argparse.Namespace) -> int:
         isolation=args.isolation,
         jobs_per_process=args.jobs_per_process,
         poll_interval_min_s=args.poll_min,
-        poll_interval_max_s=args.poll_max,
+        poll_interval_max_s=_poll_max(args),
         drain_timeout_s=args.drain_timeout,
         state_dir=args.state_dir or defaults.state_dir,
         workspace_root=args.workspace or defaults.workspace_root,
@@ -105,6 +105,7 @@ def serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         emf=args.emf,
+        wake_queue=args.wake_queue,
     )
     try:
         worker = Worker(CodePipelineAPI(client), specs, settings, app.client_tokens)
@@ -118,6 +119,17 @@ def serve(args: argparse.Namespace) -> int:
         print(f"cpworker serve: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _poll_max(args: argparse.Namespace) -> float:
+    """``--poll-max``, else its default: the idle backoff's cap, or with a wake queue the
+    safety poll's period."""
+    if args.poll_max is not None:
+        return float(args.poll_max)
+    from cpworker.wake import WAKE_POLL_MAX_S
+    from cpworker.worker import WorkerSettings
+
+    return WAKE_POLL_MAX_S if args.wake_queue else WorkerSettings.poll_interval_max_s
 
 
 def register(args: argparse.Namespace) -> int:
@@ -381,7 +393,17 @@ def parser() -> argparse.ArgumentParser:
     _client_options(run, "serve")
     run.add_argument("--concurrency", type=int, default=4, help="jobs at once (default 4)")
     run.add_argument("--poll-min", type=float, default=0.5, help="first idle wait, s (0.5)")
-    run.add_argument("--poll-max", type=float, default=10.0, help="longest idle wait, s (10)")
+    run.add_argument(
+        "--poll-max",
+        type=float,
+        help="longest idle wait, s (10); with --wake-queue, the safety poll's period (60)",
+    )
+    run.add_argument(
+        "--wake-queue",
+        metavar="QUEUE_URL",
+        help="SQS queue of CodePipeline's action-started events (templates/wake-queue.yaml): "
+        "poll when an event says a job waits, not on a timer",
+    )
     run.add_argument(
         "--drain-timeout",
         type=float,

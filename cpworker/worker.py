@@ -67,6 +67,7 @@ from cpworker.sources.custom import CustomSource
 from cpworker.sources.jobdata import DEFAULT_CREDENTIAL_REFRESH_S, log_fields, secrets_of
 from cpworker.sources.polling import TAKEN, Claim, JobRef, JobSource, PolledJob
 from cpworker.sources.thirdparty import NoClientToken, ThirdPartySource
+from cpworker.wake import Waker, WakeSchedule, sqs_client
 from cpworker.workspace import default_workspace_root, job_workspace, prepare_root
 
 log = logger("cpworker.worker")
@@ -109,6 +110,10 @@ class WorkerSettings:
                                         this port (0: any free one, logged at start)
     metrics_host            127.0.0.1   the address of the metrics port
     emf                     False       write CloudWatch EMF metrics of each job to stdout
+    wake_queue              None        SQS queue URL of the action-started events
+                                        (``cpworker.wake``): poll when woken, else once
+                                        per type every poll_interval_max_s (give it
+                                        ``WAKE_POLL_MAX_S``, 60 s, as the CLI does)
     ======================  ==========  ================================================
     """
 
@@ -132,6 +137,7 @@ class WorkerSettings:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     emf: bool = False
+    wake_queue: str | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -245,6 +251,15 @@ class Worker:
             else ThreadRunner(api)
         )
         self._metrics = worker_metrics(self.settings, api)
+        self._schedule: WakeSchedule | None = None
+        if self.settings.wake_queue is not None:
+            self._schedule = WakeSchedule(
+                self.specs,
+                self.settings.poll_interval_min_s,
+                self.settings.poll_interval_max_s,
+                self._idle_delay,
+                self._slots,
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -272,13 +287,10 @@ class Worker:
                 target=self._redeliver, name="cpworker-redelivery", daemon=True
             )
             redelivery.start()
-            idle = 0
-            rotation = itertools.cycle(self.specs)
-            while not self._stopping.is_set():
-                received = sum(self._poll(next(rotation)) for _ in self.specs)
-                idle = 0 if received else idle + 1
-                if idle:
-                    self._stopping.wait(self._idle_delay(idle))
+            if self._schedule is None:
+                self._poll_on_backoff()
+            else:
+                self._poll_when_woken(self._schedule)
             self._drain()
             redelivery.join(timeout=self.settings.report_timeout_s)
         finally:
@@ -338,10 +350,55 @@ class Worker:
 
     # -- polling ---------------------------------------------------------------------------
 
-    def _poll(self, spec: ActionSpec) -> int:
+    def _poll_on_backoff(self) -> None:
+        idle = 0
+        rotation = itertools.cycle(self.specs)
+        while not self._stopping.is_set():
+            received = sum(self._poll(next(rotation))[1] for _ in self.specs)
+            idle = 0 if received else idle + 1
+            if idle:
+                self._stopping.wait(self._idle_delay(idle))
+
+    def _poll_when_woken(self, schedule: WakeSchedule) -> None:
+        """Poll the types the schedule says are due: woken by an event, after a full
+        batch or a continuation, or the safety poll; the wake messages are deleted after
+        their type's poll."""
+        settings, queue = self.settings, self.settings.wake_queue
+        assert queue is not None
+        sqs = sqs_client(
+            queue,
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            profile=settings.profile,
+        )
+        waker = Waker(sqs, queue, schedule, self._wake_capacity, self._stopping)
+        waker.start()
+        while not self._stopping.is_set():
+            for spec in schedule.due():
+                began = time.time()
+                asked, received = self._poll(spec)
+                answered = schedule.polled(spec, asked, received, began)
+                if not self._stopping.is_set():  # else they go to another worker
+                    waker.delete(answered)
+            schedule.wait(self._stopping)
+
+    def _wake_capacity(self) -> int:
+        """Wait until a slot is free for one more woken job (or shutdown): how many."""
+        assert self._schedule is not None
+        with self._slots:
+            while not self._stopping.is_set():
+                free = self.settings.concurrency - self._busy() - self._schedule.held()
+                if free > 0:
+                    return free
+                self._slots.wait()
+            return 0
+
+    def _poll(self, spec: ActionSpec) -> tuple[int, int]:
+        """Poll ``spec`` for as many jobs as slots are free and start them: how many were
+        asked for, and how many came (none asked for when the poll failed)."""
         free = self._free_slots()
         if self._stopping.is_set() or free <= 0:
-            return 0
+            return 0, 0
         try:
             jobs = self._sources[spec.type_id.owner].poll(spec, free, self._stopping)
         except Exception as exc:  # noqa: BLE001 - a failed poll must not stop the worker
@@ -350,13 +407,13 @@ class Worker:
                     "polling failed",
                     extra={"action_type": str(spec.type_id), "error": error_code(exc) or repr(exc)},
                 )
-            return 0
+            return 0, 0
         self._metrics.polled(str(spec.type_id), len(jobs))
         for job in jobs:
             if self._stopping.is_set():
                 break  # never claim a job that cannot start: CodePipeline dispatches it again
             self._start(spec, job)
-        return len(jobs)
+        return free, len(jobs)
 
     def _start(self, spec: ActionSpec, polled: PolledJob) -> None:
         flight = _InFlight(spec, polled)
@@ -383,6 +440,8 @@ class Worker:
             if not flight.hold(claim):
                 self._give_back(flight.spec, claim, flight.log, flight.started)
                 return
+            if self._schedule is not None and _follows_up(claim):
+                self._schedule.followed_up(flight.spec)
             if isinstance(claim.job, MalformedJob):
                 flight.log.error("job cannot be read", extra={"problem": claim.job.problem})
                 problem = f"cpworker could not read this job: {claim.job.problem}"
@@ -499,7 +558,10 @@ class Worker:
         self._count(flight.spec, result, landed, flight.started)
 
     def _count(self, spec: ActionSpec, result: Result, landed: str | None, started: float) -> None:
-        """Tell the metrics a job's outcome: the one that landed, else the one decided."""
+        """Tell the metrics a job's outcome: the one that landed, else the one decided; a
+        continuation that landed has the schedule look for its follow-up job."""
+        if landed == "continue" and self._schedule is not None:
+            self._schedule.continued(spec)
         self._metrics.job_reported(
             str(spec.type_id),
             landed or outcome_of(result),
@@ -669,7 +731,10 @@ class Worker:
                     "resolving a job of a worker that stopped unexpectedly",
                     extra={"dead_worker": str(entry.worker)},
                 )
-                self._send(ref, job_log, self._orphan_result(entry))
+                spec = self._spec_named(entry.action)
+                landed = self._send(ref, job_log, self._orphan_result(spec, entry))
+                if landed == "continue" and spec is not None and self._schedule is not None:
+                    self._schedule.continued(spec)
 
     def _was_claimed(self, ref: JobRef, entry: Entry, job_log: JobLogger) -> bool | None:
         """Whether a job a dead worker was acknowledging is its own to resolve: acknowledged
@@ -703,8 +768,10 @@ class Worker:
             )
             return None
 
-    def _orphan_result(self, entry: Entry) -> Continue | Failure:
-        spec = next((s for s in self.specs if s.name == entry.action), None)
+    def _spec_named(self, name: str) -> ActionSpec | None:
+        return next((spec for spec in self.specs if spec.name == name), None)
+
+    def _orphan_result(self, spec: ActionSpec | None, entry: Entry) -> Continue | Failure:
         if spec is not None and spec.on_shutdown == "continue":
             return resume(
                 entry.token,
@@ -726,6 +793,11 @@ class Worker:
             path = Path(entry.workspace)
             if path.parent == self.settings.workspace_root and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _follows_up(claim: Claim) -> bool:
+    """The job carries a continuation token: the follow-up of a continued one."""
+    return isinstance(claim.job, JobEnvelope) and claim.job.data.continuation_token is not None
 
 
 def _timed_out(spec: ActionSpec, envelope: JobEnvelope) -> Continue | Failure:

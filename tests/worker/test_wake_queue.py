@@ -1,0 +1,272 @@
+"""``cpworker serve --wake-queue``: a real worker woken through SQS by the real
+EventBridge events of a real ``cpworker local``, polling CodePipeline only when woken
+(plus the safety poll, and the ramp after a continuation)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import test_serve
+from conftest import Run, until
+from test_serve import Serve
+
+from cpworker.local.private import call_private
+from cpworker.local.server import LocalCodePipeline
+
+pytestmark = pytest.mark.e2e
+StartPipeline = Callable[..., Run]
+serve = test_serve.serve  # the fixture: real `cpworker serve` subprocesses
+ACTION_CHANGE = "CodePipeline Action Execution State Change"
+
+
+class WakeQueue:
+    """An SQS queue, and the EventBridge rules that send it the STARTED events of action
+    types; all removed after the test."""
+
+    def __init__(self, aws: Callable[..., Any]) -> None:
+        self.sqs, self.events = aws("sqs"), aws("events")
+        self.url = self.sqs.create_queue(QueueName=f"wake-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+        self.arn = attributes["Attributes"]["QueueArn"]
+        self.rules: list[str] = []
+
+    def route(self, *providers: str) -> None:
+        """Send the STARTED events of these custom action types here, as
+        templates/wake-queue.yaml's rule does."""
+        name = f"wake-{uuid.uuid4().hex[:10]}"
+        pattern = {
+            "source": ["aws.codepipeline"],
+            "detail-type": [ACTION_CHANGE],
+            "detail": {
+                "state": ["STARTED"],
+                "type": {"owner": ["Custom"], "provider": list(providers)},
+            },
+        }
+        self.events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
+        self.events.put_targets(Rule=name, Targets=[{"Id": "wake", "Arn": self.arn}])
+        self.rules.append(name)
+
+    def send(self, body: str) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=body)
+
+    def empty(self) -> bool:
+        """No message waits nor is in flight: every one was deleted."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        found = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
+        return all(found["Attributes"][name] == "0" for name in names)
+
+    def close(self) -> None:
+        for name in self.rules:
+            self.events.remove_targets(Rule=name, Ids=["wake"])
+            self.events.delete_rule(Name=name)
+        self.sqs.delete_queue(QueueUrl=self.url)
+
+
+@pytest.fixture
+def wake(aws: Callable[..., Any]) -> Iterator[WakeQueue]:
+    queue = WakeQueue(aws)
+    yield queue
+    queue.close()
+
+
+def polls(local: LocalCodePipeline) -> int:
+    """PollForJobs calls the local CodePipeline has received (from anyone)."""
+    calls = call_private(local.endpoint_url, "GetCallCounts", {})["calls"]
+    return int(calls.get("PollForJobs", 0))
+
+
+def started_worker(serve: Callable[..., Serve], local: LocalCodePipeline, *args: str) -> Serve:
+    """A woken worker that has started and made its first poll (timeouts after this
+    include no interpreter start-up)."""
+    before = polls(local)
+    worker = serve(*args)
+    worker.wait_for("worker started")
+    until(lambda: polls(local) > before, what="the worker's first poll")
+    return worker
+
+
+def job_times(local: LocalCodePipeline, run: Run) -> list[dict[str, Any]]:
+    """When each job of the run's pipeline was created and acknowledged (the local
+    CodePipeline's clock)."""
+    answer = call_private(local.endpoint_url, "GetJobTimes", {"pipelineName": run.name})
+    jobs: list[dict[str, Any]] = answer["jobs"]
+    return jobs
+
+
+def started_event(provider: str, execution: str, *, when: str | None = None) -> str:
+    """The body EventBridge gives an SQS target for a custom action's STARTED event."""
+    moment = when or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return json.dumps(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": ACTION_CHANGE,
+            "source": "aws.codepipeline",
+            "account": "123456789012",
+            "time": moment,
+            "region": "us-east-1",
+            "resources": ["arn:aws:codepipeline:us-east-1:123456789012:hand-made"],
+            "detail": {
+                "pipeline": "hand-made",
+                "execution-id": str(uuid.uuid4()),
+                "stage": "Act",
+                "action-execution-id": execution,
+                "action": "Act",
+                "state": "STARTED",
+                "region": "us-east-1",
+                "type": {
+                    "owner": "Custom",
+                    "category": "Test",
+                    "provider": provider,
+                    "version": "1",
+                },
+                "version": 1.0,
+            },
+        }
+    )
+
+
+def test_a_woken_worker_acknowledges_a_job_within_a_second_and_never_polls_while_idle(
+    serve: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    local: LocalCodePipeline,
+    wake: WakeQueue,
+) -> None:
+    # Given an idle worker woken by the STARTED events of its type
+    wake.route("CpwSleep")
+    worker = started_worker(
+        serve, local, "--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60"
+    )
+    # When it has been idle for a while
+    before = polls(local)
+    time.sleep(3)  # the idle period itself: the old worker polled ~15 times in it
+    idle_polls = polls(local) - before
+    # and a job comes
+    run = start_pipeline("CpwSleep", {"Seconds": "0"})
+    assert run.wait()["status"] == "Succeeded"
+
+    # Then it made no poll while idle, one for the job, and took the job within a second
+    assert idle_polls == 0
+    assert polls(local) - before == 1
+    (job,) = job_times(local, run)
+    assert job["acknowledgedAt"] - job["createdAt"] < 1.0
+    worker.wait_for("result reported")
+    until(wake.empty, what="the wake message deleted")
+
+
+def test_a_lost_event_is_covered_by_the_safety_poll(
+    serve: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    local: LocalCodePipeline,
+    wake: WakeQueue,
+) -> None:
+    # Given a woken worker whose queue gets no event (no rule: every event is lost)
+    args = (
+        "--action",
+        "sleep",
+        "--wake-queue",
+        wake.url,
+        "--poll-max",
+        "2",
+        "--log-level",
+        "DEBUG",
+    )
+    worker = started_worker(serve, local, *args)
+    # When a job comes, then the safety poll finds it
+    run = start_pipeline("CpwSleep", {"Seconds": "0"})
+    assert run.wait(timeout_s=30)["status"] == "Succeeded"
+    assert not [line for line in worker.lines() if line["message"] == "woken"]
+
+
+def test_messages_that_wake_nothing_are_deleted_without_a_poll(
+    serve: Callable[..., Serve], local: LocalCodePipeline, wake: WakeQueue
+) -> None:
+    # Given an idle woken worker (no rule: the test sends the messages)
+    args = ("--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60")
+    worker = started_worker(serve, local, *args, "--log-level", "DEBUG")
+    before = polls(local)
+    # When its queue gets garbage, events it does not serve, a stale event, and one
+    # event for its type three times over
+    for body in (
+        "not json {",
+        json.dumps(["a", "list"]),
+        json.dumps({"detail": {"state": "STARTED"}}),
+        started_event("SomeoneElses", str(uuid.uuid4())),
+        started_event("CpwSleep", str(uuid.uuid4())).replace('"STARTED"', '"SUCCEEDED"'),
+        started_event("CpwSleep", str(uuid.uuid4()), when="2020-01-01T00:00:00Z"),
+    ):
+        wake.send(body)
+    execution = str(uuid.uuid4())
+    for _ in range(3):
+        wake.send(started_event("CpwSleep", execution))
+
+    # Then every message is deleted, and only the one real wake cost a poll
+    until(wake.empty, what="every message deleted")
+    until(lambda: polls(local) > before, what="the woken poll")
+    assert polls(local) - before == 1
+    assert worker.process.poll() is None
+    ignored = [line["message"] for line in worker.lines() if "ignored" in line["message"]]
+    assert sorted(ignored) == sorted(
+        [
+            "wake queue message ignored: not JSON",
+            "wake queue message ignored: not an EventBridge event",
+            "wake queue message ignored: not an action-started event",
+            "wake queue message ignored: an action type this worker does not serve",
+            "wake queue message ignored: not an action-started event",
+            "wake queue message ignored: its job was polled already",
+            "wake queue message ignored: a duplicate",
+            "wake queue message ignored: a duplicate",
+        ]
+    )
+
+
+def test_the_follow_up_of_a_continued_job_comes_without_waiting_for_the_safety_poll(
+    serve: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    local: LocalCodePipeline,
+    wake: WakeQueue,
+) -> None:
+    # Given a woken worker whose safety poll is a minute away
+    wake.route("CpwSteps")
+    started_worker(serve, local, "--action", "steps", "--wake-queue", wake.url, "--poll-max", "60")
+    # When its job continues twice (no event announces a follow-up job)
+    run = start_pipeline("CpwSteps", {"Steps": "3"})
+    # Then the follow-ups are polled for on the backoff ramp, well before the safety poll
+    assert run.wait(timeout_s=30)["status"] == "Succeeded"
+    assert len(job_times(local, run)) == 3
+
+
+def test_sigterm_stops_a_woken_worker_without_waiting_for_its_long_poll(
+    serve: Callable[..., Serve], local: LocalCodePipeline, wake: WakeQueue
+) -> None:
+    args = ("--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60")
+    worker = started_worker(serve, local, *args)
+    time.sleep(0.5)  # the long poll (20 s) is under way
+    stopping = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=10) == 0
+    assert time.monotonic() - stopping < 5
+    assert worker.lines()[-1]["message"] == "worker stopped"
+
+
+def test_a_queue_that_cannot_be_read_is_one_line_and_the_worker_polls_on_the_backoff(
+    serve: Callable[..., Serve], start_pipeline: StartPipeline, local: LocalCodePipeline
+) -> None:
+    # Given a worker whose wake queue does not exist
+    missing = f"{local.endpoint_url}/123456789012/no-such-queue-{uuid.uuid4().hex[:8]}"
+    args = ("--action", "sleep", "--wake-queue", missing, "--poll-max", "60")
+    worker = started_worker(serve, local, *args)
+    # When jobs come, then it still runs them, polling on the backoff ramp
+    runs = [start_pipeline("CpwSleep", {"Seconds": "0"}) for _ in range(2)]
+    assert [run.wait(timeout_s=30)["status"] for run in runs] == ["Succeeded"] * 2
+    # and said once what is wrong, and how to fix it
+    errors = [line for line in worker.lines() if line["level"] == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0]["message"].startswith("cannot read the wake queue (")
+    assert "check --wake-queue" in errors[0]["message"]
