@@ -8,8 +8,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cfnlint.api import lint_file
@@ -116,6 +117,7 @@ def test_every_template_passes_cfn_lint() -> None:
     assert names == [
         "build-action.yaml",
         "pipeline-example.yaml",
+        "wake-queue.yaml",
         "worker-fleet.yaml",
         "worker-role.yaml",
     ]
@@ -271,3 +273,76 @@ def test_the_example_pipeline_uses_the_custom_action_and_a_customer_managed_key(
     assert {name for name, required in declared.items() if required} <= set(build["Configuration"])
     invoke = actions["Variables"]["ActionTypeId"]
     assert (invoke["Owner"], invoke["Provider"]) == ("AWS", "Lambda")
+
+
+def wake_pattern(**types: list[str]) -> dict[str, Any]:
+    """The wake queue rule's event pattern, for these Categories/Providers (and Versions,
+    ``1`` by default: the parameter's default is a list in CloudFormation)."""
+    lists = {"Versions": ["1"], **types}
+    rule = resolve_resource("wake-queue.yaml", "WakeRule", **lists)  # type: ignore[arg-type]
+    pattern: dict[str, Any] = rule["EventPattern"]
+    return pattern
+
+
+def action_started(
+    category: str = "Build", provider: str = "CpworkerBuild", state: str = "STARTED"
+) -> dict[str, Any]:
+    """CodePipeline's action state change event (the User Guide's shape) of a custom action."""
+    return {
+        "version": "0",
+        "id": "0f6bc0a8-5bd8-4d70-9b4b-42f0e2c3e1a0",
+        "detail-type": "CodePipeline Action Execution State Change",
+        "source": "aws.codepipeline",
+        "account": "111122223333",
+        "time": "2026-11-26T21:50:00Z",
+        "region": "eu-west-1",
+        "resources": ["arn:aws:codepipeline:eu-west-1:111122223333:release"],
+        "detail": {
+            "pipeline": "release",
+            "execution-id": "c5a3b2d4-1111-2222-3333-444455556666",
+            "stage": "Build",
+            "action-execution-id": "a1b2c3d4-7777-8888-9999-000011112222",
+            "action": "Build",
+            "state": state,
+            "region": "eu-west-1",
+            "type": {"owner": "Custom", "category": category, "provider": provider, "version": "1"},
+            "version": 1.0,
+            "pipeline-execution-attempt": 1.0,
+            "input-artifacts": [],
+        },
+    }
+
+
+def test_the_wake_rule_matches_the_started_events_of_the_workers_types_only() -> None:
+    from moto.events.models import EventPattern
+
+    pattern = EventPattern.load(
+        json.dumps(wake_pattern(Categories=["Build", "Test"], Providers=["CpworkerBuild"]))
+    )
+    matches = cast(Callable[[dict[str, Any]], bool], pattern.matches_event)
+    assert matches(action_started())
+    assert matches(action_started(category="Test"))
+    assert not matches(action_started(provider="SomeoneElses"))
+    assert not matches(action_started(category="Deploy"))
+    assert not matches(action_started(state="SUCCEEDED"))
+    assert not matches({**action_started(), "source": "aws.codebuild"})
+
+
+def test_only_the_wake_rule_may_send_to_the_queue_and_workers_may_only_read_it() -> None:
+    policy = resolve_resource("wake-queue.yaml", "QueuePolicy")["PolicyDocument"]
+    (send,) = policy["Statement"]
+    assert send["Principal"] == {"Service": "events.amazonaws.com"}
+    assert as_list(send["Action"]) == ["sqs:SendMessage"]
+    assert send["Condition"] == {"ArnEquals": {"aws:SourceArn": "<WakeRule.Arn>"}}
+    worker = resolve_resource("wake-queue.yaml", "WorkerPolicy", WorkerRoleName="role")
+    assert worker["Roles"] == ["role"]
+    (read,) = worker["PolicyDocument"]["Statement"]
+    assert sorted(read["Action"]) == [
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
+    assert read["Resource"] == "<WakeQueue.Arn>"
+    target = resolve_resource("wake-queue.yaml", "WakeRule")["Targets"][0]
+    assert target["Arn"] == "<WakeQueue.Arn>"
+    assert target["DeadLetterConfig"] == {"Arn": "<DeadLetterQueue.Arn>"}

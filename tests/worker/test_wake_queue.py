@@ -1,6 +1,7 @@
 """``cpworker serve --wake-queue``: a real worker woken through SQS by the real
-EventBridge events of a real ``cpworker local``, polling CodePipeline only when woken
-(plus the safety poll, and the ramp after a continuation)."""
+EventBridge events of a real ``cpworker local`` (routed by templates/wake-queue.yaml's
+rule pattern), polling CodePipeline only when woken (plus the safety poll, and the ramp
+after a continuation)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import test_serve
 from conftest import Run, until
 from test_serve import Serve
+from test_templates import wake_pattern
 
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
@@ -37,17 +39,10 @@ class WakeQueue:
         self.rules: list[str] = []
 
     def route(self, *providers: str) -> None:
-        """Send the STARTED events of these custom action types here, as
-        templates/wake-queue.yaml's rule does."""
+        """Send the STARTED events of these custom action types (category Test) here,
+        through templates/wake-queue.yaml's own rule pattern."""
         name = f"wake-{uuid.uuid4().hex[:10]}"
-        pattern = {
-            "source": ["aws.codepipeline"],
-            "detail-type": [ACTION_CHANGE],
-            "detail": {
-                "state": ["STARTED"],
-                "type": {"owner": ["Custom"], "provider": list(providers)},
-            },
-        }
+        pattern = wake_pattern(Categories=["Test"], Providers=list(providers))
         self.events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
         self.events.put_targets(Rule=name, Targets=[{"Id": "wake", "Arn": self.arn}])
         self.rules.append(name)
