@@ -237,9 +237,11 @@ class WakeSchedule:
         """A continuation of ``spec`` was reported: its follow-up comes without an event."""
         with self.lock:
             state = self.types[spec.type_id]
+            first = time.monotonic() + self.ramp_delay(1)  # the follow-up takes a moment
+            ramping = self._ramping(state)
             state.continued += 1
             state.ramp_idle = 0
-            state.ramp_next = min(state.ramp_next, time.monotonic() + self.ramp_delay(1))
+            state.ramp_next = min(state.ramp_next, first) if ramping else first
             self.lock.notify_all()
 
     def followed_up(self, spec: ActionSpec) -> None:

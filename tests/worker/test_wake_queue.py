@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,13 +16,16 @@ from typing import Any
 import pytest
 import test_serve
 from conftest import Run, until
+from cpw_test_apps import app
 from test_serve import Serve
 from test_templates import wake_pattern
 
+from cpworker.cli import _poll_max, parser
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
+from cpworker.wake import WakeSchedule, read_event
 
-pytestmark = pytest.mark.e2e
+e2e = pytest.mark.e2e
 StartPipeline = Callable[..., Run]
 serve = test_serve.serve  # the fixture: real `cpworker serve` subprocesses
 ACTION_CHANGE = "CodePipeline Action Execution State Change"
@@ -50,6 +54,12 @@ class WakeQueue:
     def send(self, body: str) -> None:
         self.sqs.send_message(QueueUrl=self.url, MessageBody=body)
 
+    def visible(self) -> int:
+        """Messages waiting to be received."""
+        name = "ApproximateNumberOfMessages"
+        found = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=[name])
+        return int(found["Attributes"][name])
+
     def empty(self) -> bool:
         """No message waits nor is in flight: every one was deleted."""
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -65,6 +75,7 @@ class WakeQueue:
 
 @pytest.fixture
 def wake(aws: Callable[..., Any]) -> Iterator[WakeQueue]:
+    """A wake queue (list it before ``serve``: the workers stop before it goes)."""
     queue = WakeQueue(aws)
     yield queue
     queue.close()
@@ -127,11 +138,12 @@ def started_event(provider: str, execution: str, *, when: str | None = None) -> 
     )
 
 
+@e2e
 def test_a_woken_worker_acknowledges_a_job_within_a_second_and_never_polls_while_idle(
+    wake: WakeQueue,
     serve: Callable[..., Serve],
     start_pipeline: StartPipeline,
     local: LocalCodePipeline,
-    wake: WakeQueue,
 ) -> None:
     # Given an idle worker woken by the STARTED events of its type
     wake.route("CpwSleep")
@@ -155,11 +167,12 @@ def test_a_woken_worker_acknowledges_a_job_within_a_second_and_never_polls_while
     until(wake.empty, what="the wake message deleted")
 
 
+@e2e
 def test_a_lost_event_is_covered_by_the_safety_poll(
+    wake: WakeQueue,
     serve: Callable[..., Serve],
     start_pipeline: StartPipeline,
     local: LocalCodePipeline,
-    wake: WakeQueue,
 ) -> None:
     # Given a woken worker whose queue gets no event (no rule: every event is lost)
     args = (
@@ -179,8 +192,9 @@ def test_a_lost_event_is_covered_by_the_safety_poll(
     assert not [line for line in worker.lines() if line["message"] == "woken"]
 
 
+@e2e
 def test_messages_that_wake_nothing_are_deleted_without_a_poll(
-    serve: Callable[..., Serve], local: LocalCodePipeline, wake: WakeQueue
+    wake: WakeQueue, serve: Callable[..., Serve], local: LocalCodePipeline
 ) -> None:
     # Given an idle woken worker (no rule: the test sends the messages)
     args = ("--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60")
@@ -221,11 +235,12 @@ def test_messages_that_wake_nothing_are_deleted_without_a_poll(
     )
 
 
+@e2e
 def test_the_follow_up_of_a_continued_job_comes_without_waiting_for_the_safety_poll(
+    wake: WakeQueue,
     serve: Callable[..., Serve],
     start_pipeline: StartPipeline,
     local: LocalCodePipeline,
-    wake: WakeQueue,
 ) -> None:
     # Given a woken worker whose safety poll is a minute away
     wake.route("CpwSteps")
@@ -237,8 +252,9 @@ def test_the_follow_up_of_a_continued_job_comes_without_waiting_for_the_safety_p
     assert len(job_times(local, run)) == 3
 
 
+@e2e
 def test_sigterm_stops_a_woken_worker_without_waiting_for_its_long_poll(
-    serve: Callable[..., Serve], local: LocalCodePipeline, wake: WakeQueue
+    wake: WakeQueue, serve: Callable[..., Serve], local: LocalCodePipeline
 ) -> None:
     args = ("--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60")
     worker = started_worker(serve, local, *args)
@@ -250,6 +266,7 @@ def test_sigterm_stops_a_woken_worker_without_waiting_for_its_long_poll(
     assert worker.lines()[-1]["message"] == "worker stopped"
 
 
+@e2e
 def test_a_queue_that_cannot_be_read_is_one_line_and_the_worker_polls_on_the_backoff(
     serve: Callable[..., Serve], start_pipeline: StartPipeline, local: LocalCodePipeline
 ) -> None:
@@ -265,3 +282,81 @@ def test_a_queue_that_cannot_be_read_is_one_line_and_the_worker_polls_on_the_bac
     assert len(errors) == 1
     assert errors[0]["message"].startswith("cannot read the wake queue (")
     assert "check --wake-queue" in errors[0]["message"]
+
+
+@e2e
+def test_a_busy_worker_leaves_the_wake_messages_to_other_workers(
+    wake: WakeQueue,
+    serve: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    local: LocalCodePipeline,
+) -> None:
+    # Given a woken worker with one slot, busy with a job
+    wake.route("CpwSleep")
+    args = ("--action", "sleep", "--concurrency", "1", "--wake-queue", wake.url)
+    worker = started_worker(serve, local, *args, "--poll-max", "60")
+    busy = start_pipeline("CpwSleep", {"Seconds": "6"})
+    worker.wait_for("job acknowledged")
+    until(wake.empty, what="the first job's message deleted")
+    # When another job's event comes, then it stays in the queue for another worker
+    waiting = start_pipeline("CpwSleep", {"Seconds": "0"})
+    until(lambda: wake.visible() == 1, what="the second job's event")
+    time.sleep(1)  # the worker's long poll would have taken it by now
+    assert wake.visible() == 1
+    # until the worker is free again
+    assert busy.wait()["status"] == "Succeeded"
+    assert waiting.wait()["status"] == "Succeeded"
+    until(wake.empty, what="the second job's message deleted")
+
+
+# -- the schedule, alone --------------------------------------------------------------------
+
+STEPS = app.select(["steps"])[0]
+
+
+def schedule(poll_max_s: float = 60.0) -> WakeSchedule:
+    """A schedule of the steps action whose ramp waits no time at all."""
+    return WakeSchedule([STEPS], 0.5, poll_max_s, lambda idle: 0.0, threading.Condition())
+
+
+def test_after_a_continuation_the_ramp_polls_until_poll_max_then_only_the_safety_poll() -> None:
+    plan = schedule()
+    assert plan.due() == [STEPS]  # the first poll
+    plan.polled(STEPS, 4, 0, time.time())
+    assert plan.due() == []
+    plan.continued(STEPS)
+    ramp = 0
+    while plan.due():
+        plan.polled(STEPS, 4, 0, time.time())
+        ramp += 1
+    assert ramp == 9  # delays 0.5, 1, 2, ... 32, then 60 = poll_max: given up
+    plan.continued(STEPS)
+    plan.polled(STEPS, 4, 1, time.time())  # a job came on the ramp
+    assert plan.due() == [STEPS]  # and the ramp goes on until its follow-up is claimed
+    plan.followed_up(STEPS)
+    assert plan.due() == []
+
+
+def test_an_event_older_than_a_poll_that_left_no_job_is_stale() -> None:
+    plan = schedule()
+    served = {("Custom", "Test", "CpwSteps", "1"): STEPS}
+    plan.polled(STEPS, 4, 1, time.time())  # left no job
+    fresh = read_event(started_event("CpwSteps", "e1"), served)
+    old = read_event(started_event("CpwSteps", "e2", when="2020-01-01T00:00:00Z"), served)
+    assert not isinstance(fresh, str)
+    assert not isinstance(old, str)
+    assert not plan.stale(fresh)
+    assert plan.stale(old)
+    plan.polled(STEPS, 4, 4, time.time())  # a full batch: jobs may be left
+    assert plan.due() == [STEPS]
+
+
+def test_with_a_wake_queue_the_safety_poll_comes_every_minute_unless_poll_max_says() -> None:
+    def poll_max(*args: str) -> float:
+        return _poll_max(parser().parse_args(["serve", "m:app", *args]))
+
+    assert poll_max() == 10.0
+    assert poll_max("--wake-queue", "https://sqs.eu-west-1.amazonaws.com/1/q") == 60.0
+    assert (
+        poll_max("--wake-queue", "https://sqs.eu-west-1.amazonaws.com/1/q", "--poll-max", "5") == 5
+    )
