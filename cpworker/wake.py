@@ -54,7 +54,8 @@ RECEIVE_RETRIES = RetryPolicy(attempts=4, max_elapsed_s=20.0, backoff_max_s=5.0)
 DELETE_RETRIES = RetryPolicy(attempts=3, max_elapsed_s=5.0, backoff_max_s=1.0)
 MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException"})
-_QUEUE_HOST = re.compile(r"^https://(?:sqs\.)?([a-z0-9-]+)\.(?:queue\.)?amazonaws\.com(?:\.cn)?/")
+# https://sqs.<region>.amazonaws.com/..., or the legacy https://<region>.queue.amazonaws.com/...
+_QUEUE_HOST = re.compile(r"^https://(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com")
 TypeKey = tuple[str, str, str, str]
 FIXES = {
     "missing": "check --wake-queue (the QueueUrl output of templates/wake-queue.yaml) and the "
@@ -77,7 +78,9 @@ def sqs_client(
     from botocore.config import Config
 
     match = _QUEUE_HOST.match(queue_url)
-    session = boto3.Session(profile_name=profile, region_name=match[1] if match else region)
+    if match:
+        region = match[1] or match[2]
+    session = boto3.Session(profile_name=profile, region_name=region)
     return session.client(
         "sqs",
         endpoint_url=endpoint_url,
@@ -101,7 +104,7 @@ def read_event(body: str, served: Mapping[TypeKey, ActionSpec]) -> Started | str
     """The action-started event in a message ``body``, or why it wakes nothing."""
     try:
         event = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return "not JSON"
     if not isinstance(event, dict) or not isinstance(event.get("detail"), dict):
         return "not an EventBridge event"
@@ -309,7 +312,11 @@ class Waker:
                 self._problems.clear()
             self.schedule.reachable(True)
             for message in messages:
-                self._sort(message)
+                try:
+                    self._sort(message)
+                except Exception:  # a message must never stop the waker, nor come back
+                    log.exception("wake queue message cannot be read; deleted")
+                    self.delete([str(message.get("ReceiptHandle", ""))])
 
     def _receive(self, count: int) -> list[dict[str, Any]]:
         answer = self.sqs.receive_message(

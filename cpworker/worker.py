@@ -8,7 +8,9 @@ AcknowledgeThirdPartyJob, PutThirdPartyJob*Result). A job's life (see the README
 "Reliability"):
 
 1. A slot is free → the source polls for at most that many jobs; a job that
-   cannot be read is failed alone, never its batch.
+   cannot be read is failed alone, never its batch. When idle, the loop backs off;
+   with a wake queue (``cpworker.wake``) it polls a type when an action-started event
+   says a job waits, and otherwise only once per type every ``poll_interval_max_s``.
 2. The job is claimed: acknowledged with the nonce (InvalidNonce: another worker
    has it, skip; a third-party job whose client token is unknown or refused: one log
    line, skip).

@@ -23,7 +23,7 @@ from test_templates import wake_pattern
 from cpworker.cli import _poll_max, parser
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
-from cpworker.wake import WakeSchedule, read_event
+from cpworker.wake import WakeSchedule, read_event, sqs_client
 
 e2e = pytest.mark.e2e
 StartPipeline = Callable[..., Run]
@@ -204,6 +204,7 @@ def test_messages_that_wake_nothing_are_deleted_without_a_poll(
     # event for its type three times over
     for body in (
         "not json {",
+        "[" * 100_000,
         json.dumps(["a", "list"]),
         json.dumps({"detail": {"state": "STARTED"}}),
         started_event("SomeoneElses", str(uuid.uuid4())),
@@ -223,6 +224,7 @@ def test_messages_that_wake_nothing_are_deleted_without_a_poll(
     ignored = [line["message"] for line in worker.lines() if "ignored" in line["message"]]
     assert sorted(ignored) == sorted(
         [
+            "wake queue message ignored: not JSON",
             "wake queue message ignored: not JSON",
             "wake queue message ignored: not an EventBridge event",
             "wake queue message ignored: not an action-started event",
@@ -360,3 +362,14 @@ def test_with_a_wake_queue_the_safety_poll_comes_every_minute_unless_poll_max_sa
     assert (
         poll_max("--wake-queue", "https://sqs.eu-west-1.amazonaws.com/1/q", "--poll-max", "5") == 5
     )
+
+
+def test_the_wake_queue_is_read_in_its_own_region() -> None:
+    def region(url: str) -> str:
+        return str(sqs_client(url, region="us-east-1").meta.region_name)
+
+    assert region("https://sqs.eu-west-2.amazonaws.com/111122223333/wake") == "eu-west-2"
+    assert region("https://ap-south-1.queue.amazonaws.com/111122223333/wake") == "ap-south-1"
+    assert region("https://sqs.cn-north-1.amazonaws.com.cn/111122223333/wake") == "cn-north-1"
+    assert region("https://queue.amazonaws.com/111122223333/wake") == "us-east-1"
+    assert region("http://127.0.0.1:4566/111122223333/wake") == "us-east-1"
