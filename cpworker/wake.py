@@ -44,13 +44,11 @@ log = logging.getLogger("cpworker.wake")
 
 WAKE_POLL_MAX_S = 60.0  # the safety poll's period, unless --poll-max says otherwise
 LONG_POLL_S = 20  # SQS's longest ReceiveMessage wait
-UNREACHABLE_RETRY_S = 30.0  # how often an unreadable queue is tried again
 # An event is stale when it is older than a poll that left no job of its type, by more
 # than this: its ``time`` has whole seconds only, and clocks differ a little.
 STALE_MARGIN_S = 5.0
 SEEN_EVENTS = 4096  # action executions remembered to recognise duplicates
 ACTION_STARTED = ("aws.codepipeline", "CodePipeline Action Execution State Change", "STARTED")
-RECEIVE_RETRIES = RetryPolicy(attempts=4, max_elapsed_s=20.0, backoff_max_s=5.0)
 DELETE_RETRIES = RetryPolicy(attempts=3, max_elapsed_s=5.0, backoff_max_s=1.0)
 MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException"})
@@ -296,27 +294,39 @@ class Waker:
         self._thread.start()
 
     def _run(self) -> None:
+        failures = 0
         while not self.stopping.is_set():
             free = self.capacity()
             if free <= 0:
                 continue
             try:
-                messages = RECEIVE_RETRIES.wrap(partial(self._receive, free), self.stopping)
+                if failures:  # a quick answer: a long poll would tell only when it ends
+                    self.sqs.get_queue_attributes(QueueUrl=self.queue_url)
+                    self._answers()
+                messages = self._receive(free)
             except Exception as exc:  # noqa: BLE001 - logged once per kind, then tried again
+                # Tried again on the poll backoff, for ever: not with a RetryPolicy, which
+                # gives up, and logs each retry where this says once what is wrong.
                 if not self.stopping.is_set():
+                    failures += 1
                     self._unreachable(exc)
-                    self.stopping.wait(UNREACHABLE_RETRY_S)
+                    self.stopping.wait(self.schedule.ramp_delay(failures))
                 continue
-            if self._problems:
-                log.warning("the wake queue answers again: polling only when woken")
-                self._problems.clear()
-            self.schedule.reachable(True)
+            failures = 0
+            self._answers()
             for message in messages:
                 try:
                     self._sort(message)
                 except Exception:  # a message must never stop the waker, nor come back
                     log.exception("wake queue message cannot be read; deleted")
                     self.delete([str(message.get("ReceiptHandle", ""))])
+
+    def _answers(self) -> None:
+        """The queue answered: poll only when woken again."""
+        if self._problems:
+            log.info("the wake queue answers again: polling only when woken")
+            self._problems.clear()
+        self.schedule.reachable(True)
 
     def _receive(self, count: int) -> list[dict[str, Any]]:
         answer = self.sqs.receive_message(
@@ -376,11 +386,11 @@ class Waker:
         if kind in self._problems:
             return
         self._problems.add(kind)
-        fix = FIXES.get(kind) or (
-            "the queue is busy or out of reach" if is_retryable(exc) else "see the error"
-        )
-        log.error(
-            f"cannot read the wake queue ({code}): {fix}; it is tried again every "
-            f"{UNREACHABLE_RETRY_S:g} s, and meanwhile CodePipeline is polled on the backoff",
+        busy = is_retryable(exc)
+        fix = FIXES.get(kind) or ("the queue is busy or out of reach" if busy else "see the error")
+        log.log(
+            logging.WARNING if busy else logging.ERROR,
+            f"cannot read the wake queue ({code}): {fix}; until it answers, it is tried "
+            "again and CodePipeline is polled on the backoff (up to --poll-max apart)",
             extra={"queue_url": self.queue_url, "error": code},
         )

@@ -270,12 +270,15 @@ def test_sigterm_stops_a_woken_worker_without_waiting_for_its_long_poll(
 
 @e2e
 def test_a_queue_that_cannot_be_read_is_one_line_and_the_worker_polls_on_the_backoff(
-    serve: Callable[..., Serve], start_pipeline: StartPipeline, local: LocalCodePipeline
+    serve: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    local: LocalCodePipeline,
+    aws: Callable[..., Any],
 ) -> None:
     # Given a worker whose wake queue does not exist
-    missing = f"{local.endpoint_url}/123456789012/no-such-queue-{uuid.uuid4().hex[:8]}"
-    args = ("--action", "sleep", "--wake-queue", missing, "--poll-max", "60")
-    worker = started_worker(serve, local, *args)
+    name = f"created-late-{uuid.uuid4().hex[:8]}"
+    args = ("--action", "sleep", "--wake-queue", f"{local.endpoint_url}/123456789012/{name}")
+    worker = started_worker(serve, local, *args, "--poll-max", "60")
     # When jobs come, then it still runs them, polling on the backoff ramp
     runs = [start_pipeline("CpwSleep", {"Seconds": "0"}) for _ in range(2)]
     assert [run.wait(timeout_s=30)["status"] for run in runs] == ["Succeeded"] * 2
@@ -284,6 +287,13 @@ def test_a_queue_that_cannot_be_read_is_one_line_and_the_worker_polls_on_the_bac
     assert len(errors) == 1
     assert errors[0]["message"].startswith("cannot read the wake queue (")
     assert "check --wake-queue" in errors[0]["message"]
+    # When the queue is created, then the worker reads it (tried again on the backoff)
+    sqs = aws("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    try:
+        worker.wait_for("the wake queue answers again: polling only when woken", timeout_s=30)
+    finally:
+        sqs.delete_queue(QueueUrl=url)
 
 
 @e2e
