@@ -1,21 +1,23 @@
 """The Lambda entry point of an action: ``handler = lambda_handler(app)``.
 
-An action's function may be an invoke action's (the ``CodePipeline.job`` event) or an
-action type's Lambda executor (the integration model's ``jobId``/``data`` event); the
-entry point tells the two apart on each call. It lives here, beside the runtimes, so
-that ``ActionApp`` knows no runtime. Importing it stays cheap: the runtimes (and boto3)
-load on the first call.
+An action's function may be an invoke action's (the ``CodePipeline.job`` event), an
+action type's Lambda executor (the integration model's ``jobId``/``data`` event), or a
+serverless custom-action worker invoked by an EventBridge rule (an action-started
+event, cpworker's own "Job Continued" event, or a scheduled event); the entry point
+tells them apart on each call. It lives here, beside the runtimes, so that
+``ActionApp`` knows no runtime. Importing it stays cheap: the runtimes (and boto3)
+load on the first call, and only the one the event needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cpworker.app import ActionApp, ActionSpec
 
 if TYPE_CHECKING:
-    from cpworker.sources.lambda_runtime import LambdaRuntime, LambdaSettings
+    from cpworker.sources.lambda_runtime import LambdaSettings
 
 LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 INVOKE_EVENT_KEY = "CodePipeline.job"
@@ -26,24 +28,36 @@ def lambda_handler(
 ) -> LambdaHandler:
     """The Lambda entry point of ``action``, which may be left out when the app has only
     one: it reports the result for an invoke action's event and returns it for the
-    integration model's event."""
-    spec = app[action] if action is not None else _only_action(app)
+    integration model's event.
+
+    As an event worker (EventBridge events) it serves ``action``, or every custom action
+    of the app when ``action`` is left out: the event's action type picks the one. A job
+    event for an app of several actions needs ``action``.
+    """
+    specs = [app[action]] if action is not None else list(app)
+    if not specs:
+        raise ValueError("the app has no actions: decorate a handler with @app.action(...)")
 
     def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        return runtime_for(event, spec, settings)(event, context)
+        return runtime_for(event, specs, settings)(event, context)
 
-    handler.__qualname__ = handler.__name__ = f"{spec.name}_lambda_handler"
+    name = specs[0].name if len(specs) == 1 else "app"
+    handler.__qualname__ = handler.__name__ = f"{name}_lambda_handler"
     return handler
 
 
 def _only_action(app: ActionApp) -> ActionSpec:
-    if len(app) != 1:
-        names = ", ".join(spec.name for spec in app) or "none"
+    return _only(list(app))
+
+
+def _only(specs: Sequence[ActionSpec]) -> ActionSpec:
+    if len(specs) != 1:
+        names = ", ".join(spec.name for spec in specs) or "none"
         raise ValueError(
-            f"the app has {len(app)} actions ({names}): name one, "
+            f"the app has {len(specs)} actions ({names}): name one, "
             "as in lambda_handler(app, 'build')"
         )
-    return next(iter(app))
+    return specs[0]
 
 
 def is_integration_event(event: Any) -> bool:
@@ -51,20 +65,32 @@ def is_integration_event(event: Any) -> bool:
     return isinstance(event, Mapping) and "jobId" in event and "data" in event
 
 
+def is_eventbridge_event(event: Any) -> bool:
+    """Whether ``event`` came from an EventBridge rule (``source`` and ``detail-type``)."""
+    return isinstance(event, Mapping) and "source" in event and "detail-type" in event
+
+
 def runtime_for(
-    event: Mapping[str, Any], spec: ActionSpec, settings: LambdaSettings | None = None
-) -> LambdaRuntime:
-    """The runtime that handles ``event`` for the action ``spec`` (only its module is
-    loaded: a function serves one of the two models)."""
+    event: Mapping[str, Any],
+    spec: ActionSpec | Sequence[ActionSpec],
+    settings: LambdaSettings | None = None,
+) -> LambdaHandler:
+    """The runtime that handles ``event`` for the action ``spec`` (or one of ``spec``s,
+    by the event's action type). Only its module is loaded: a function serves one model."""
+    specs = [spec] if isinstance(spec, ActionSpec) else list(spec)
+    if is_eventbridge_event(event):
+        from cpworker.sources.lambda_event_worker import EventWorker
+
+        return EventWorker(specs, settings)
     if is_integration_event(event):
         from cpworker.sources.lambda_integration import IntegrationRuntime
 
-        return IntegrationRuntime(spec, settings)
+        return IntegrationRuntime(_only(specs), settings)
     if isinstance(event, Mapping) and INVOKE_EVENT_KEY in event:
         from cpworker.sources.lambda_invoke import InvokeRuntime
 
-        return InvokeRuntime(spec, settings)
+        return InvokeRuntime(_only(specs), settings)
     raise ValueError(
-        f"not a CodePipeline event: neither an invoke action's {INVOKE_EVENT_KEY!r} event "
-        "nor the Lambda integration model's 'jobId'/'data' event"
+        f"not a CodePipeline event: neither an invoke action's {INVOKE_EVENT_KEY!r} event, "
+        "the Lambda integration model's 'jobId'/'data' event, nor an EventBridge event"
     )

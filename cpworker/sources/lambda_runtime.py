@@ -78,6 +78,16 @@ class Received:
     log_fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Handled:
+    """What one job's run came to: the invocation's answer, the result, and whether it
+    was delivered."""
+
+    answer: dict[str, Any]
+    result: Result
+    delivered: bool
+
+
 class LambdaRuntime(ABC):
     """Runs one action's handler for one Lambda event and delivers its result."""
 
@@ -99,13 +109,17 @@ class LambdaRuntime(ABC):
 
     def deadline_s(self, context: Any) -> float:
         """Seconds from now until the result must be delivered, before the margin."""
-        return _remaining_s(context)
+        return remaining_s(context)
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        _configure_logging()
-        limit_sdk_loggers()
+        prepare_logging()
+        return self.handle(self.receive(event), context).answer
+
+    def handle(self, received: Received, context: Any) -> Handled:
+        """Run the handler for a job already received (from this runtime's event, or
+        polled by the event worker) and deliver its result."""
+        prepare_logging()
         started = time.monotonic()
-        received = self.receive(event)
         envelope = received.envelope
         secrets = secrets_of(envelope, self.spec, received.config_values)
         request_id = str(getattr(context, "aws_request_id", "") or "")
@@ -128,7 +142,7 @@ class LambdaRuntime(ABC):
             log.info(self.delivered, extra={"outcome": outcome, "duration_s": duration_ms / 1000})
         if emf.enabled():
             emf.emit_job_metrics(outcome, duration_ms, delivered)
-        return answer
+        return Handled(answer, result, delivered)
 
     def _run(self, received: Received, secrets: list[str], budget: float, log: JobLogger) -> Result:
         envelope = received.envelope
@@ -252,9 +266,16 @@ def _warn_about_abandoned(log: JobLogger) -> None:
         )
 
 
-def _remaining_s(context: Any) -> float:
+def remaining_s(context: Any) -> float:
+    """Seconds until Lambda stops the invocation (15 minutes without a Lambda context)."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     return remaining() / 1000 if callable(remaining) else LAMBDA_MAX_TIMEOUT_S
+
+
+def prepare_logging() -> None:
+    """Powertools' JSON logging inside Lambda (once) and quiet SDK loggers."""
+    _configure_logging()
+    limit_sdk_loggers()
 
 
 @cache
