@@ -87,14 +87,27 @@ def polls(local: LocalCodePipeline) -> int:
     return int(calls.get("PollForJobs", 0))
 
 
-def started_worker(serve: Callable[..., Serve], local: LocalCodePipeline, *args: str) -> Serve:
-    """A woken worker that has started and made its first poll (timeouts after this
-    include no interpreter start-up)."""
-    before = polls(local)
-    worker = serve(*args)
-    worker.wait_for("worker started")
-    until(lambda: polls(local) > before, what="the worker's first poll")
-    return worker
+@pytest.fixture
+def woken(
+    wake: WakeQueue, serve: Callable[..., Serve], local: LocalCodePipeline
+) -> Callable[..., Serve]:
+    """Factory: ``cpworker serve --action ACTION`` woken by the ``wake`` queue (or
+    ``queue``), its safety poll a minute away unless ``args`` say otherwise; ``route``:
+    the queue gets the STARTED events of that provider. Returned once the worker has
+    started and made its first poll, so that no timeout after includes its start-up."""
+
+    def start(action: str, *args: str, route: str = "", queue: str = "") -> Serve:
+        if route:
+            wake.route(route)
+        before = polls(local)
+        worker = serve(
+            "--action", action, "--wake-queue", queue or wake.url, "--poll-max", "60", *args
+        )
+        worker.wait_for("worker started")
+        until(lambda: polls(local) > before, what="the worker's first poll")
+        return worker
+
+    return start
 
 
 def job_times(local: LocalCodePipeline, run: Run) -> list[dict[str, Any]]:
@@ -141,15 +154,12 @@ def started_event(provider: str, execution: str, *, when: str | None = None) -> 
 @e2e
 def test_a_woken_worker_acknowledges_a_job_within_a_second_and_never_polls_while_idle(
     wake: WakeQueue,
-    serve: Callable[..., Serve],
+    woken: Callable[..., Serve],
     start_pipeline: StartPipeline,
     local: LocalCodePipeline,
 ) -> None:
     # Given an idle worker woken by the STARTED events of its type
-    wake.route("CpwSleep")
-    worker = started_worker(
-        serve, local, "--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60"
-    )
+    worker = woken("sleep", route="CpwSleep")
     # When it has been idle for a while
     before = polls(local)
     time.sleep(3)  # the idle period itself: the old worker polled ~15 times in it
@@ -169,23 +179,10 @@ def test_a_woken_worker_acknowledges_a_job_within_a_second_and_never_polls_while
 
 @e2e
 def test_a_lost_event_is_covered_by_the_safety_poll(
-    wake: WakeQueue,
-    serve: Callable[..., Serve],
-    start_pipeline: StartPipeline,
-    local: LocalCodePipeline,
+    woken: Callable[..., Serve], start_pipeline: StartPipeline
 ) -> None:
     # Given a woken worker whose queue gets no event (no rule: every event is lost)
-    args = (
-        "--action",
-        "sleep",
-        "--wake-queue",
-        wake.url,
-        "--poll-max",
-        "2",
-        "--log-level",
-        "DEBUG",
-    )
-    worker = started_worker(serve, local, *args)
+    worker = woken("sleep", "--poll-max", "2", "--log-level", "DEBUG")
     # When a job comes, then the safety poll finds it
     run = start_pipeline("CpwSleep", {"Seconds": "0"})
     assert run.wait(timeout_s=30)["status"] == "Succeeded"
@@ -194,11 +191,10 @@ def test_a_lost_event_is_covered_by_the_safety_poll(
 
 @e2e
 def test_messages_that_wake_nothing_are_deleted_without_a_poll(
-    wake: WakeQueue, serve: Callable[..., Serve], local: LocalCodePipeline
+    wake: WakeQueue, woken: Callable[..., Serve], local: LocalCodePipeline
 ) -> None:
     # Given an idle woken worker (no rule: the test sends the messages)
-    args = ("--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60")
-    worker = started_worker(serve, local, *args, "--log-level", "DEBUG")
+    worker = woken("sleep", "--log-level", "DEBUG")
     before = polls(local)
     # When its queue gets garbage, events it does not serve, a stale event, and one
     # event for its type three times over
@@ -239,14 +235,10 @@ def test_messages_that_wake_nothing_are_deleted_without_a_poll(
 
 @e2e
 def test_the_follow_up_of_a_continued_job_comes_without_waiting_for_the_safety_poll(
-    wake: WakeQueue,
-    serve: Callable[..., Serve],
-    start_pipeline: StartPipeline,
-    local: LocalCodePipeline,
+    woken: Callable[..., Serve], start_pipeline: StartPipeline, local: LocalCodePipeline
 ) -> None:
     # Given a woken worker whose safety poll is a minute away
-    wake.route("CpwSteps")
-    started_worker(serve, local, "--action", "steps", "--wake-queue", wake.url, "--poll-max", "60")
+    woken("steps", route="CpwSteps")
     # When its job continues twice (no event announces a follow-up job)
     run = start_pipeline("CpwSteps", {"Steps": "3"})
     # Then the follow-ups are polled for on the backoff ramp, well before the safety poll
@@ -256,10 +248,9 @@ def test_the_follow_up_of_a_continued_job_comes_without_waiting_for_the_safety_p
 
 @e2e
 def test_sigterm_stops_a_woken_worker_without_waiting_for_its_long_poll(
-    wake: WakeQueue, serve: Callable[..., Serve], local: LocalCodePipeline
+    woken: Callable[..., Serve],
 ) -> None:
-    args = ("--action", "sleep", "--wake-queue", wake.url, "--poll-max", "60")
-    worker = started_worker(serve, local, *args)
+    worker = woken("sleep")
     time.sleep(0.5)  # the long poll (20 s) is under way
     stopping = time.monotonic()
     worker.process.send_signal(signal.SIGTERM)
@@ -270,15 +261,14 @@ def test_sigterm_stops_a_woken_worker_without_waiting_for_its_long_poll(
 
 @e2e
 def test_a_queue_that_cannot_be_read_is_one_line_and_the_worker_polls_on_the_backoff(
-    serve: Callable[..., Serve],
+    woken: Callable[..., Serve],
     start_pipeline: StartPipeline,
     local: LocalCodePipeline,
     aws: Callable[..., Any],
 ) -> None:
     # Given a worker whose wake queue does not exist
     name = f"created-late-{uuid.uuid4().hex[:8]}"
-    args = ("--action", "sleep", "--wake-queue", f"{local.endpoint_url}/123456789012/{name}")
-    worker = started_worker(serve, local, *args, "--poll-max", "60")
+    worker = woken("sleep", queue=f"{local.endpoint_url}/123456789012/{name}")
     # When jobs come, then it still runs them, polling on the backoff ramp
     runs = [start_pipeline("CpwSleep", {"Seconds": "0"}) for _ in range(2)]
     assert [run.wait(timeout_s=30)["status"] for run in runs] == ["Succeeded"] * 2
@@ -298,15 +288,10 @@ def test_a_queue_that_cannot_be_read_is_one_line_and_the_worker_polls_on_the_bac
 
 @e2e
 def test_a_busy_worker_leaves_the_wake_messages_to_other_workers(
-    wake: WakeQueue,
-    serve: Callable[..., Serve],
-    start_pipeline: StartPipeline,
-    local: LocalCodePipeline,
+    wake: WakeQueue, woken: Callable[..., Serve], start_pipeline: StartPipeline
 ) -> None:
     # Given a woken worker with one slot, busy with a job
-    wake.route("CpwSleep")
-    args = ("--action", "sleep", "--concurrency", "1", "--wake-queue", wake.url)
-    worker = started_worker(serve, local, *args, "--poll-max", "60")
+    worker = woken("sleep", "--concurrency", "1", route="CpwSleep")
     busy = start_pipeline("CpwSleep", {"Seconds": "6"})
     worker.wait_for("job acknowledged")
     until(wake.empty, what="the first job's message deleted")
