@@ -59,6 +59,16 @@ def _query(text: str) -> tuple[str, dict[str, str]]:
     return action, {name: value}
 
 
+def _queue_url(text: str) -> str:
+    if not text.startswith(("https://", "http://")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected the queue's URL (the QueueUrl output of "
+            "templates/wake-queue.yaml, or: aws sqs get-queue-url --queue-name NAME), "
+            "not its name or ARN"
+        )
+    return text
+
+
 def _on_signals(first: Callable[[], None]) -> None:
     """Call ``first`` on the first SIGTERM/SIGINT; exit at once on the second."""
     received: list[int] = []
@@ -400,6 +410,7 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--wake-queue",
+        type=_queue_url,
         metavar="QUEUE_URL",
         help="SQS queue of CodePipeline's action-started events (templates/wake-queue.yaml): "
         "poll when an event says a job waits, not on a timer",

@@ -368,3 +368,10 @@ def test_the_wake_queue_is_read_in_its_own_region() -> None:
     assert region("https://sqs.cn-north-1.amazonaws.com.cn/111122223333/wake") == "cn-north-1"
     assert region("https://queue.amazonaws.com/111122223333/wake") == "us-east-1"
     assert region("http://127.0.0.1:4566/111122223333/wake") == "us-east-1"
+
+
+def test_serve_wants_the_queue_url_not_its_name_or_arn(capsys: pytest.CaptureFixture[str]) -> None:
+    for given in ("wake", "arn:aws:sqs:eu-west-1:111122223333:wake"):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["serve", "m:app", "--wake-queue", given])
+        assert "expected the queue's URL" in capsys.readouterr().err
