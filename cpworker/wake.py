@@ -312,6 +312,8 @@ class Waker:
                     self._unreachable(exc)
                     self.stopping.wait(self.schedule.ramp_delay(failures))
                 continue
+            if self.stopping.is_set():
+                return  # what came back goes to another worker after its visibility timeout
             failures = 0
             self._answers()
             for message in messages:
