@@ -7,8 +7,9 @@ import importlib
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -205,7 +206,8 @@ def test_the_event_worker_rule_matches_its_types_started_and_continued_events(
 ) -> None:
     resources = translated["Resources"]
     rule = resources[f"{EVENT_WORKER}ActionStarted"]["Properties"]
-    matches = EventPattern.load(json.dumps(rule["EventPattern"])).matches_event
+    pattern = EventPattern.load(json.dumps(rule["EventPattern"]))
+    matches = cast(Callable[[dict[str, Any]], bool], pattern.matches_event)
     continued = FollowUp(BUILD_TYPE, "release", "Build", "Build", "c5a3b2d4").detail()
     assert matches(_action_event())
     assert matches(

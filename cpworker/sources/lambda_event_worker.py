@@ -330,7 +330,9 @@ class _Drain:
                 return None
             self.summary["polls"] += 1
             if polled:
-                self._run(spec, polled[0], waiting)
+                if not self._run(spec, polled[0], waiting):
+                    self._stop("not claimed", "")
+                    return None
                 ran = True
         return ran
 
@@ -351,12 +353,15 @@ class _Drain:
         )
         self._stop("error", code)
 
-    def _run(self, spec: ActionSpec, polled: PolledJob, waiting: set[FollowUp]) -> None:
-        """Acknowledge the job, run it under the deadline trap and report it."""
+    def _run(self, spec: ActionSpec, polled: PolledJob, waiting: set[FollowUp]) -> bool:
+        """Acknowledge the job, run it under the deadline trap and report it; False if it
+        could not be claimed (another worker took it, or the acknowledgement failed:
+        logged), which ends the drain, as another worker is at it or the next would fail
+        too."""
         job_log = logger("cpworker.job", **polled.fields, **_request(self.context))
-        claim = polled.claim(job_log, lambda *_: None)  # logs why not: taken, or ack failed
+        claim = polled.claim(job_log, lambda *_: None)
         if claim is None:
-            return
+            return False
         runtime = InvokeRuntime(spec, self.settings)
         if isinstance(claim.job, MalformedJob):
             job_log.error("job cannot be read", extra={"problem": claim.job.problem})
@@ -366,7 +371,7 @@ class _Drain:
             )
             answer, _ = runtime.deliver(claim.ref.id, failure, job_log)
             self.summary["jobs"].append(answer)
-            return
+            return True
         envelope = claim.job
         received = Received(envelope, envelope.data.action_configuration.configuration)
         handled = runtime.handle(received, self.context)
@@ -376,6 +381,7 @@ class _Drain:
         self.owed.pop(follow_up, None)
         if isinstance(handled.result, Continue) and handled.delivered:
             self.owed[follow_up] = follow_up
+        return True
 
     def _announce(self) -> None:
         """Publish "Job Continued" for each continuation whose follow-up did not run here."""

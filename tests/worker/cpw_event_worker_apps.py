@@ -1,4 +1,4 @@
-"""A custom action served by the serverless event worker, for ``test_event_worker``.
+"""Custom actions served by the serverless event worker, for ``test_event_worker``.
 
 Each test registers the function with its own provider (``CPW_EVENT_PROVIDER``), so
 that no other test's jobs reach it, and a spy file (``CPW_EVENT_SPY``) where every
@@ -44,6 +44,18 @@ def copy(job: Job[EventConfig]) -> Success | Continue:
     for output in job.outputs:
         output.upload_dir(source)
     return Success(summary=f"copied by the event worker ({job.config.Mode})")
+
+
+class StagedConfig(BaseModel):
+    Stage: str = prop(description="Which environment; the function polls one.", queryable=True)
+
+
+@app.action(
+    category="Deploy", provider=PROVIDER, config=StagedConfig, inputs=(1, 1), outputs=(0, 0)
+)
+def staged(job: Job[StagedConfig]) -> Success:
+    """A second action (so the event's type picks one) with a queryable property."""
+    return Success(summary=f"deployed to {job.config.Stage}")
 
 
 worker = lambda_handler(app)

@@ -58,8 +58,9 @@ class Lab:
         self.provider = f"CpwEvents-{self.uid}"
         self.rules: list[str] = []
         self.pipelines: list[str] = []
-        request = app["copy"].custom_action_type() | {"provider": self.provider}
-        self.codepipeline.create_custom_action_type(**request)
+        for spec in app:
+            request = spec.custom_action_type() | {"provider": self.provider}
+            self.codepipeline.create_custom_action_type(**request)
 
     def worker(self, spy: Path, timeout_s: float = 60, **environment: str) -> str:
         """The event worker as a function with this lab's provider; its ARN."""
@@ -87,15 +88,17 @@ class Lab:
         attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return str(attributes["Attributes"]["QueueArn"])
 
-    def pipeline(self, *configurations: dict[str, str]) -> PipelineRun:
-        """A pipeline running one action of this lab's type per configuration, in
-        parallel, each with an output artifact; its first execution."""
+    def pipeline(self, *configurations: dict[str, str], category: str = "Build") -> PipelineRun:
+        """A pipeline running one action of this lab's type of ``category`` per
+        configuration, in parallel (a Build one with an output artifact); its first
+        execution."""
         actions = [
             custom_action(
                 f"Act{i}",
                 provider=self.provider,
+                category=category,
                 configuration=configuration,
-                outputs=(f"Out{i}",),
+                outputs=(f"Out{i}",) if category == "Build" else (),
             )
             for i, configuration in enumerate(configurations)
         ]
@@ -112,9 +115,10 @@ class Lab:
             self.events.delete_rule(Name=name)
         for name in self.pipelines:
             self.codepipeline.delete_pipeline(name=name)
-        self.codepipeline.delete_custom_action_type(
-            category="Build", provider=self.provider, version="1"
-        )
+        for spec in app:
+            self.codepipeline.delete_custom_action_type(
+                category=spec.type_id.category, provider=self.provider, version="1"
+            )
 
 
 @pytest.fixture
@@ -244,3 +248,28 @@ def test_a_duplicate_event_finds_no_job_and_ends_quietly(lab: Lab, tmp_path: Pat
     quiet = next(summary for summary in invocations if not summary["jobs"])
     assert quiet["stopped"] == "no job"
     assert "error" not in quiet
+
+
+def test_the_event_picks_the_action_and_the_function_takes_only_its_query_value(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # Given a function of two actions that polls the queryable one with Stage=blue
+    spy = tmp_path / "spy.jsonl"
+    pattern = template_pattern(lab.provider)
+    pattern["detail"]["type"]["category"] = ["Build", "Deploy"]
+    lab.rule(pattern, {"Arn": lab.worker(spy, CPWORKER_QUERY="Stage=blue")})
+
+    run = lab.pipeline({"Stage": "blue"}, {"Stage": "green"}, category="Deploy")
+
+    # Then it runs the blue job, and the green one waits for a worker that polls green
+    until(lambda: run.action_state("Act0").get("status") == "Succeeded", 60, "the blue job")
+    assert run.action_state("Act0")["summary"] == "deployed to blue"
+    invocations = summaries(spy, 2)
+    assert sorted(outcomes(invocations)) == [[], ["success"]]
+    assert run.action_state("Act1")["status"] == "InProgress"
+    (green,) = lab.codepipeline.poll_for_jobs(
+        actionTypeId={"category": "Deploy", "owner": "Custom", "provider": lab.provider,
+                      "version": "1"},
+        maxBatchSize=1, queryParam={"Stage": "green"},
+    )["jobs"]  # fmt: skip
+    assert green["data"]["actionConfiguration"]["configuration"] == {"Stage": "green"}
