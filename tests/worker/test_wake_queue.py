@@ -18,7 +18,7 @@ import test_serve
 from conftest import Run, until
 from cpw_test_apps import app
 from test_serve import Serve
-from test_templates import wake_pattern
+from test_templates import TEMPLATES, wake_pattern
 
 from cpworker.cli import _poll_max, parser
 from cpworker.local.private import call_private
@@ -304,6 +304,47 @@ def test_a_busy_worker_leaves_the_wake_messages_to_other_workers(
     assert busy.wait()["status"] == "Succeeded"
     assert waiting.wait()["status"] == "Succeeded"
     until(wake.empty, what="the second job's message deleted")
+
+
+@pytest.fixture
+def wake_stack(aws: Callable[..., Any]) -> Iterator[dict[str, str]]:
+    """templates/wake-queue.yaml deployed in the local CloudFormation (moto's) for the
+    CpwSleep type; its outputs. (moto applies no queue policy: it has no IAM to check.)"""
+    cloudformation = aws("cloudformation")
+    name = f"wake-{uuid.uuid4().hex[:8]}"
+    given = {"Categories": "Test", "Providers": "CpwSleep", "Versions": "1"}
+    cloudformation.create_stack(
+        StackName=name,
+        TemplateBody=(TEMPLATES / "wake-queue.yaml").read_text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in given.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+
+    def created() -> dict[str, Any] | None:
+        stack: dict[str, Any] = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+        return None if stack["StackStatus"].endswith("_IN_PROGRESS") else stack
+
+    stack = until(created, what="the wake-queue stack")
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    yield {output["OutputKey"]: output["OutputValue"] for output in stack["Outputs"]}
+    cloudformation.delete_stack(StackName=name)
+
+
+@e2e
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SQS..QueuePolicy:UserWarning")
+def test_the_template_s_rule_and_queue_wake_a_worker_given_its_serve_args(
+    wake_stack: dict[str, str],
+    woken: Callable[..., Serve],
+    start_pipeline: StartPipeline,
+    local: LocalCodePipeline,
+) -> None:
+    flag, url = wake_stack["ServeArgs"].split()
+    assert (flag, url) == ("--wake-queue", wake_stack["QueueUrl"])
+    woken("sleep", queue=url)
+    run = start_pipeline("CpwSleep", {"Seconds": "0"})
+    assert run.wait()["status"] == "Succeeded"
+    (job,) = job_times(local, run)
+    assert job["acknowledgedAt"] - job["createdAt"] < 1.0
 
 
 # -- the schedule, alone --------------------------------------------------------------------
