@@ -169,3 +169,13 @@ def test_a_failed_acknowledgement_ends_the_drain_without_raising(
     assert (summary["polls"], summary["jobs"], summary["stopped"]) == (1, [], "not claimed")
     assert "acknowledge failed" in caplog.text
     client.put_job_success_result.assert_not_called()
+
+
+def test_a_malformed_cpworker_query_is_logged_and_polls_nothing(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = EventWorkerSettings(query="Stage")
+    summary = lambda_handler(two_actions(), "two", settings)(started(), _Context())
+    assert summary["error"] == "bad CPWORKER_QUERY"
+    assert "CPWORKER_QUERY 'Stage': expected Property=value" in caplog.text
+    client.poll_for_jobs.assert_not_called()

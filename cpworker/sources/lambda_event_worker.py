@@ -77,8 +77,8 @@ class EventWorkerSettings(LambdaSettings):
     - ``query`` (env ``CPWORKER_QUERY``): the queryable property's value,
       ``Property=value`` or ``ACTION:Property=value``, several separated by commas.
     - ``event_bus`` (``default``; env ``CPWORKER_EVENT_BUS``): where "Job Continued"
-      events go; ``announce_continuations`` (env ``CPWORKER_ANNOUNCE_CONTINUATIONS``,
-      ``true``) turns them off, leaving unfinished waits to the scheduled poll.
+      events go. ``announce_continuations`` (True; env ``CPWORKER_ANNOUNCE_CONTINUATIONS``
+      ``false`` turns it off) leaves an unfinished wait to the scheduled poll instead.
     - ``poll_attempts`` (3): tries of PollForJobs on throttling and 5xx.
     """
 
@@ -268,7 +268,8 @@ class _Drain:
         try:
             queries = self._queries()
         except ValueError as exc:
-            self._stop("error", str(exc))
+            self.log.error(str(exc))
+            self._stop("error", "bad CPWORKER_QUERY")
             return
         source = CustomSource(self.api, queries)
         specs = [spec for spec in self.specs if spec.name in queries]
