@@ -10,6 +10,8 @@ Jobs that come without a STARTED event are polled for all the same:
 
 - the follow-up of a continuation this worker reported: its type is polled on the
   backoff ramp until the follow-up is claimed, or the ramp reaches ``poll_max``;
+- a job a woken poll did not find (CodePipeline may show it a moment after its
+  event): a few more polls on the ramp;
 - anything else (an event lost, a job redispatched after a worker died without
   acknowledging it, the follow-up of another worker's continuation): the safety poll,
   one per type every ``poll_max`` (60 s by default with a wake queue);
@@ -47,6 +49,9 @@ LONG_POLL_S = 20  # SQS's longest ReceiveMessage wait
 # An event is stale when it is older than a poll that left no job of its type, by more
 # than this: its ``time`` has whole seconds only, and clocks differ a little.
 STALE_MARGIN_S = 5.0
+# A woken poll that finds no job (another worker's poll took it, or CodePipeline shows
+# the job a moment after its event) is followed by this many more on the ramp.
+MISSED_WAKE_POLLS = 3
 SEEN_EVENTS = 4096  # action executions remembered to recognise duplicates
 ACTION_STARTED = ("aws.codepipeline", "CodePipeline Action Execution State Change", "STARTED")
 DELETE_RETRIES = RetryPolicy(attempts=3, max_elapsed_s=5.0, backoff_max_s=1.0)
@@ -142,6 +147,7 @@ class _Type:
     receipts: list[str] = field(default_factory=list)  # wakes waiting for this type's poll
     more: bool = False  # the last poll came back full: more jobs may wait
     continued: int = 0  # continuations reported whose follow-up was not claimed yet
+    missed: int = 0  # ramp polls left after a woken poll that found no job
     ramp_idle: int = 0  # empty polls in a row on the ramp
     ramp_next: float = 0.0  # monotonic
     drained_at: float = -math.inf  # wall clock: a poll that began then left no job
@@ -176,7 +182,7 @@ class WakeSchedule:
         return {(t.owner, t.category, t.provider, t.version): s.spec for t, s in self.types.items()}
 
     def _ramping(self, state: _Type) -> bool:
-        return state.continued > 0 or self.unreachable
+        return state.continued > 0 or state.missed > 0 or self.unreachable
 
     def due(self) -> list[ActionSpec]:
         """The types to poll now."""
@@ -229,6 +235,10 @@ class WakeSchedule:
             if asked > 0 and received < asked:
                 state.drained_at = began
             state.ramp_idle = 0 if received else state.ramp_idle + 1
+            if receipts and received < len(receipts):
+                state.missed, state.ramp_idle = MISSED_WAKE_POLLS, 1
+            else:
+                state.missed = 0 if received else max(0, state.missed - 1)
             if state.ramp_idle > self.ramp_steps and not self.unreachable:
                 state.continued = 0  # no follow-up came on the whole ramp: the safety poll's
             state.ramp_next = now + self.ramp_delay(max(1, state.ramp_idle))
@@ -267,9 +277,9 @@ class Waker:
     """The thread that long-polls the wake queue and wakes the schedule.
 
     ``capacity()`` blocks until the worker has a slot free for one more job (returns how
-    many) or it stops (returns 0). The thread is a daemon that ``stop`` does not join:
-    a long poll in flight when the worker stops is left to end on its own, and the
-    messages it may bring come back to another worker after their visibility timeout.
+    many) or it stops (returns 0). The thread is a daemon that nobody joins: a long
+    poll in flight when the worker stops is left to end on its own, and the messages
+    it may bring come back to another worker after their visibility timeout.
     """
 
     def __init__(

@@ -23,7 +23,7 @@ from test_templates import TEMPLATES, wake_pattern
 from cpworker.cli import _poll_max, parser
 from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
-from cpworker.wake import WakeSchedule, read_event, sqs_client
+from cpworker.wake import MISSED_WAKE_POLLS, WakeSchedule, read_event, sqs_client
 
 e2e = pytest.mark.e2e
 StartPipeline = Callable[..., Run]
@@ -212,10 +212,13 @@ def test_messages_that_wake_nothing_are_deleted_without_a_poll(
     for _ in range(3):
         wake.send(started_event("CpwSleep", execution))
 
-    # Then every message is deleted, and only the one real wake cost a poll
+    # Then every message is deleted, and only the one real wake cost polls: one, and
+    # since it found no job, a few more on the ramp
     until(wake.empty, what="every message deleted")
-    until(lambda: polls(local) > before, what="the woken poll")
-    assert polls(local) - before == 1
+    expected = 1 + MISSED_WAKE_POLLS
+    until(lambda: polls(local) - before >= expected, what="the woken polls")
+    time.sleep(1)  # the ramp is over (poll-min 0.05 s): no further poll comes
+    assert polls(local) - before == expected
     assert worker.process.poll() is None
     ignored = [line["message"] for line in worker.lines() if "ignored" in line["message"]]
     assert sorted(ignored) == sorted(
@@ -373,6 +376,24 @@ def test_after_a_continuation_the_ramp_polls_until_poll_max_then_only_the_safety
     assert plan.due() == [STEPS]  # and the ramp goes on until its follow-up is claimed
     plan.followed_up(STEPS)
     assert plan.due() == []
+
+
+def test_a_woken_poll_that_finds_no_job_looks_again_a_few_times() -> None:
+    plan = schedule()
+    plan.polled(STEPS, 4, 0, time.time())
+    started = read_event(
+        started_event("CpwSteps", "e1"), {("Custom", "Test", "CpwSteps", "1"): STEPS}
+    )
+    assert not isinstance(started, str)
+    plan.woken(started, "receipt-1")
+    assert plan.held() == 1
+    assert plan.due() == [STEPS]
+    assert plan.polled(STEPS, 4, 0, time.time()) == ["receipt-1"]  # deleted after its poll
+    again = 0
+    while plan.due():
+        plan.polled(STEPS, 4, 0, time.time())
+        again += 1
+    assert again == MISSED_WAKE_POLLS
 
 
 def test_an_event_older_than_a_poll_that_left_no_job_is_stale() -> None:
