@@ -37,10 +37,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpworker.api import RetryPolicy, error_code, is_retryable
 from cpworker.app import ActionSpec
+
+if TYPE_CHECKING:
+    from cpworker.worker import WorkerSettings
 
 log = logging.getLogger("cpworker.wake")
 
@@ -92,6 +95,13 @@ def sqs_client(
             retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=LONG_POLL_S + 10
         ),
     )
+
+
+def woken_by(settings: WorkerSettings) -> dict[str, Any]:
+    """Fields for the "worker started" line: the wake queue, and the safety poll."""
+    if settings.wake_queue is None:
+        return {}
+    return {"wake_queue": settings.wake_queue, "safety_poll_s": settings.poll_interval_max_s}
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ from cpworker.sources.custom import CustomSource
 from cpworker.sources.jobdata import DEFAULT_CREDENTIAL_REFRESH_S, log_fields, secrets_of
 from cpworker.sources.polling import TAKEN, Claim, JobRef, JobSource, PolledJob
 from cpworker.sources.thirdparty import NoClientToken, ThirdPartySource
-from cpworker.wake import Waker, WakeSchedule, sqs_client
+from cpworker.wake import Waker, WakeSchedule, sqs_client, woken_by
 from cpworker.workspace import default_workspace_root, job_workspace, prepare_root
 
 log = logger("cpworker.worker")
@@ -281,6 +281,7 @@ class Worker:
                     "isolation": self.settings.isolation,
                     "worker": str(self._identity),
                     **served,
+                    **woken_by(self.settings),
                 },
             )
             self._runner.prepare()

@@ -183,6 +183,8 @@ def test_a_lost_event_is_covered_by_the_safety_poll(
 ) -> None:
     # Given a woken worker whose queue gets no event (no rule: every event is lost)
     worker = woken("sleep", "--poll-max", "2", "--log-level", "DEBUG")
+    started = next(line for line in worker.lines() if line["message"] == "worker started")
+    assert started["safety_poll_s"] == 2
     # When a job comes, then the safety poll finds it
     run = start_pipeline("CpwSleep", {"Seconds": "0"})
     assert run.wait(timeout_s=30)["status"] == "Succeeded"
