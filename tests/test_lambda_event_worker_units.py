@@ -113,13 +113,20 @@ def test_an_ignored_event_or_a_type_not_served_calls_nothing(client: Any) -> Non
     client.poll_for_jobs.assert_not_called()
 
 
-def test_a_queryable_action_without_its_value_is_not_polled_and_says_why(
-    client: Any, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("query", "error", "said"),
+    [
+        ("", "no query", "set CPWORKER_QUERY=Stage=VALUE"),
+        ("Stage", "bad CPWORKER_QUERY", "CPWORKER_QUERY 'Stage': expected Property=value"),
+    ],
+)
+def test_a_queryable_action_without_a_good_value_is_not_polled_and_says_why(
+    client: Any, caplog: pytest.LogCaptureFixture, query: str, error: str, said: str
 ) -> None:
-    settings = EventWorkerSettings(query="")
+    settings = EventWorkerSettings(query=query)
     summary = lambda_handler(two_actions(), "two", settings)(started(), _Context())
-    assert summary["error"] == "no query"
-    assert "set CPWORKER_QUERY=Stage=VALUE" in caplog.text
+    assert summary["error"] == error
+    assert said in caplog.text
     client.poll_for_jobs.assert_not_called()
 
 
@@ -169,13 +176,3 @@ def test_a_failed_acknowledgement_ends_the_drain_without_raising(
     assert (summary["polls"], summary["jobs"], summary["stopped"]) == (1, [], "not claimed")
     assert "acknowledge failed" in caplog.text
     client.put_job_success_result.assert_not_called()
-
-
-def test_a_malformed_cpworker_query_is_logged_and_polls_nothing(
-    client: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    settings = EventWorkerSettings(query="Stage")
-    summary = lambda_handler(two_actions(), "two", settings)(started(), _Context())
-    assert summary["error"] == "bad CPWORKER_QUERY"
-    assert "CPWORKER_QUERY 'Stage': expected Property=value" in caplog.text
-    client.poll_for_jobs.assert_not_called()
