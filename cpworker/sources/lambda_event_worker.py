@@ -50,8 +50,7 @@ from cpworker.logs import LOGGER_NAME, JobLogger, logger
 from cpworker.model import ActionTypeId, JobEnvelope
 from cpworker.result import Continue, Failure
 from cpworker.sources.custom import CustomSource
-from cpworker.sources.lambda_invoke import DENIED, InvokeRuntime
-from cpworker.sources.lambda_invoke import _client as codepipeline_client
+from cpworker.sources.lambda_invoke import DENIED, InvokeRuntime, function_client
 from cpworker.sources.lambda_runtime import LambdaSettings, Received, prepare_logging, remaining_s
 from cpworker.sources.polling import PolledJob
 
@@ -259,7 +258,7 @@ class _Drain:
         self.log, self.summary = log, summary
         self.region = os.environ.get("AWS_REGION")
         self.api = CodePipelineAPI(
-            codepipeline_client(self.region),
+            function_client(self.region),
             RetryPolicy(attempts=settings.poll_attempts, max_elapsed_s=10.0),
         )
         self.owed: dict[FollowUp, FollowUp] = {}  # continuations reported, follow-up not run

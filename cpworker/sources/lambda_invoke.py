@@ -62,7 +62,7 @@ class InvokeRuntime(LambdaRuntime):
         """Report ``result``; False (logged CRITICAL, never raised) if that failed."""
         answer = {"jobId": job_id, "outcome": outcome_of(result)}
         api = CodePipelineAPI(
-            _client(os.environ.get("AWS_REGION")),
+            function_client(os.environ.get("AWS_REGION")),
             RetryPolicy(attempts=self.settings.report_attempts, max_elapsed_s=20.0),
         )
         try:
@@ -87,6 +87,6 @@ class InvokeRuntime(LambdaRuntime):
 
 
 @cache
-def _client(region: str | None) -> Any:
+def function_client(region: str | None) -> Any:
     """One CodePipeline client per container, in the function's own Region."""
     return codepipeline_client(region=region)

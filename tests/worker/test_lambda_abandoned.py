@@ -79,9 +79,9 @@ def jobs(
 ) -> Iterator[Jobs]:
     """Jobs to invoke with; boto3 (the report, the artifacts) talks to the local endpoint."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", local.endpoint_url)
-    lambda_invoke._client.cache_clear()
+    lambda_invoke.function_client.cache_clear()
     yield Jobs(local, aws)
-    lambda_invoke._client.cache_clear()
+    lambda_invoke.function_client.cache_clear()
 
 
 def _invoke(
