@@ -52,8 +52,11 @@ LONG_POLL_S = 20  # SQS's longest ReceiveMessage wait
 # An event is stale when it is older than a poll that left no job of its type, by more
 # than this: its ``time`` has whole seconds only, and clocks differ a little.
 STALE_MARGIN_S = 5.0
-# A woken poll that finds no job (another worker's poll took it, or CodePipeline shows
-# the job a moment after its event) is followed by this many more on the ramp.
+# A woken poll that finds fewer jobs than it had fresh events (another worker's poll
+# took them, or CodePipeline shows a job a moment after its event) is followed by this
+# many more on the ramp. An event older than the last poll that left no job is not
+# fresh: that poll most likely had its job (a worker that starts finds the events of
+# the jobs its first poll took).
 MISSED_WAKE_POLLS = 3
 SEEN_EVENTS = 4096  # action executions remembered to recognise duplicates
 ACTION_STARTED = ("aws.codepipeline", "CodePipeline Action Execution State Change", "STARTED")
@@ -155,6 +158,7 @@ class _Type:
     spec: ActionSpec
     last_poll: float = -math.inf  # monotonic
     receipts: list[str] = field(default_factory=list)  # wakes waiting for this type's poll
+    fresh: int = 0  # of those, the events newer than the last poll that left no job
     more: bool = False  # the last poll came back full: more jobs may wait
     continued: int = 0  # continuations reported whose follow-up was not claimed yet
     missed: int = 0  # ramp polls left after a woken poll that found no job
@@ -224,7 +228,10 @@ class WakeSchedule:
 
     def woken(self, started: Started, receipt: str) -> None:
         with self.lock:
-            self.types[started.spec.type_id].receipts.append(receipt)
+            state = self.types[started.spec.type_id]
+            state.receipts.append(receipt)
+            if started.time is None or started.time >= state.drained_at:
+                state.fresh += 1  # an older one's job was most likely polled already
             self.lock.notify_all()
 
     def stale(self, started: Started) -> bool:
@@ -240,12 +247,13 @@ class WakeSchedule:
         with self.lock:
             state = self.types[spec.type_id]
             receipts, state.receipts = state.receipts, []
+            fresh, state.fresh = state.fresh, 0
             state.last_poll = now
             state.more = asked > 0 and received >= asked
             if asked > 0 and received < asked:
                 state.drained_at = began
             state.ramp_idle = 0 if received else state.ramp_idle + 1
-            if receipts and received < len(receipts):
+            if received < fresh:
                 state.missed, state.ramp_idle = MISSED_WAKE_POLLS, 1
             else:
                 state.missed = 0 if received else max(0, state.missed - 1)

@@ -211,8 +211,11 @@ def test_messages_that_wake_nothing_are_deleted_without_a_poll(
     ):
         wake.send(body)
     execution = str(uuid.uuid4())
+    # (dated a second on: an event's time has whole seconds, and one from the second of
+    # the worker's first poll would count as that poll's)
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
     for _ in range(3):
-        wake.send(started_event("CpwSleep", execution))
+        wake.send(started_event("CpwSleep", execution, when=later))
 
     # Then every message is deleted, and only the one real wake cost polls: one, and
     # since it found no job, a few more on the ramp
@@ -382,20 +385,26 @@ def test_after_a_continuation_the_ramp_polls_until_poll_max_then_only_the_safety
 
 def test_a_woken_poll_that_finds_no_job_looks_again_a_few_times() -> None:
     plan = schedule()
-    plan.polled(STEPS, 4, 0, time.time())
-    started = read_event(
-        started_event("CpwSteps", "e1"), {("Custom", "Test", "CpwSteps", "1"): STEPS}
-    )
-    assert not isinstance(started, str)
-    plan.woken(started, "receipt-1")
-    assert plan.held() == 1
+    plan.polled(STEPS, 4, 0, time.time() - 10)  # left no job, 10 s ago
+    served = {("Custom", "Test", "CpwSteps", "1"): STEPS}
+    for execution, receipt in (("e1", "r1"), ("e2", "r2")):
+        started = read_event(started_event("CpwSteps", execution), served)
+        assert not isinstance(started, str)
+        plan.woken(started, receipt)
+    assert plan.held() == 2
     assert plan.due() == [STEPS]
-    assert plan.polled(STEPS, 4, 0, time.time()) == ["receipt-1"]  # deleted after its poll
+    assert plan.polled(STEPS, 4, 1, time.time()) == ["r1", "r2"]  # deleted after the poll
     again = 0
     while plan.due():
         plan.polled(STEPS, 4, 0, time.time())
         again += 1
     assert again == MISSED_WAKE_POLLS
+    # An event older than that last poll: its job was taken by it; one poll, no more
+    older = read_event(started_event("CpwSteps", "e3", when="2020-01-01T00:00:00Z"), served)
+    assert not isinstance(older, str)
+    plan.woken(older, "r3")
+    assert plan.polled(STEPS, 4, 0, time.time()) == ["r3"]
+    assert plan.due() == []
 
 
 def test_an_event_older_than_a_poll_that_left_no_job_is_stale() -> None:
