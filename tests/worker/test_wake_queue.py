@@ -110,6 +110,11 @@ def woken(
     return start
 
 
+def acknowledged(worker: Serve) -> int:
+    """Jobs the worker has acknowledged."""
+    return sum(line["message"] == "job acknowledged" for line in worker.lines())
+
+
 def job_times(local: LocalCodePipeline, run: Run) -> list[dict[str, Any]]:
     """When each job of the run's pipeline was created and acknowledged (the local
     CodePipeline's clock)."""
@@ -312,6 +317,24 @@ def test_a_busy_worker_leaves_the_wake_messages_to_other_workers(
     assert busy.wait()["status"] == "Succeeded"
     assert waiting.wait()["status"] == "Succeeded"
     until(wake.empty, what="the second job's message deleted")
+
+
+@e2e
+def test_of_two_woken_workers_the_free_one_takes_the_job_at_once(
+    woken: Callable[..., Serve], start_pipeline: StartPipeline, local: LocalCodePipeline
+) -> None:
+    # Given two workers of one slot each on one wake queue, one of them busy
+    first = woken("sleep", "--concurrency", "1", route="CpwSleep")
+    second = woken("sleep", "--concurrency", "1")
+    busy = start_pipeline("CpwSleep", {"Seconds": "6"})
+    until(lambda: acknowledged(first) + acknowledged(second), what="the first job taken")
+    # When another job comes, then the free worker takes it within a second
+    run = start_pipeline("CpwSleep", {"Seconds": "0"})
+    assert run.wait()["status"] == "Succeeded"
+    (job,) = job_times(local, run)
+    assert job["acknowledgedAt"] - job["createdAt"] < 1.0
+    assert busy.wait()["status"] == "Succeeded"
+    assert sorted([acknowledged(first), acknowledged(second)]) == [1, 1]
 
 
 @pytest.fixture
