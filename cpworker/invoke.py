@@ -30,6 +30,7 @@ from cpworker.local.private import call_private
 from cpworker.local.server import LocalCodePipeline
 from cpworker.mistakes import UsageError, one_line
 from cpworker.sources.lambda_entry import INVOKE_EVENT_KEY as EVENT_KEY
+from cpworker.sources.lambda_entry import EntryPointError
 from cpworker.testing import zip_directory
 
 BUCKET = "cpworker-invoke"
@@ -176,7 +177,10 @@ def run_invoke(request: InvokeRequest) -> int:
                 region=REGION,
                 account_id=event[EVENT_KEY]["accountId"],
             )
-            handler(event, context)
+            try:
+                handler(event, context)
+            except EntryPointError as exc:
+                raise UsageError(f"{request.handler}: {exc}") from None
             described: Mapping[str, Any] = call_private(
                 endpoint_url, "DescribeJob", {"jobId": job_id}
             )

@@ -178,7 +178,7 @@ def test_a_result_that_cannot_be_reported_is_logged_critical_and_counted_not_rai
 
     client = mocker.Mock()
     client.put_job_success_result.side_effect = error
-    mocker.patch.object(lambda_invoke, "_client", return_value=client)
+    mocker.patch.object(lambda_invoke, "function_client", return_value=client)
     settings = LambdaSettings(workspace_root=tmp_path, report_attempts=2)
     caplog.set_level(logging.INFO, logger="cpworker.job")
 
@@ -206,7 +206,7 @@ def test_a_reported_result_emits_no_report_failed_metric(
     @app.action(category="Invoke", provider="Reported")
     def reported(job: Job[None]) -> None: ...
 
-    mocker.patch.object(lambda_invoke, "_client", return_value=mocker.Mock())
+    mocker.patch.object(lambda_invoke, "function_client", return_value=mocker.Mock())
     lambda_handler(app, "reported", LambdaSettings(workspace_root=tmp_path))(
         _event(None), _Context()
     )

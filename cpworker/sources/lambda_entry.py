@@ -23,6 +23,11 @@ LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 INVOKE_EVENT_KEY = "CodePipeline.job"
 
 
+class EntryPointError(ValueError):
+    """The entry point cannot serve this event: a job event for an app of several
+    actions (name one), or an event that is not CodePipeline's."""
+
+
 def lambda_handler(
     app: ActionApp, action: str | None = None, settings: LambdaSettings | None = None
 ) -> LambdaHandler:
@@ -53,7 +58,7 @@ def _only_action(app: ActionApp) -> ActionSpec:
 def _only(specs: Sequence[ActionSpec]) -> ActionSpec:
     if len(specs) != 1:
         names = ", ".join(spec.name for spec in specs) or "none"
-        raise ValueError(
+        raise EntryPointError(
             f"the app has {len(specs)} actions ({names}): name one, "
             "as in lambda_handler(app, 'build')"
         )
@@ -90,7 +95,7 @@ def runtime_for(
         from cpworker.sources.lambda_invoke import InvokeRuntime
 
         return InvokeRuntime(_only(specs), settings)
-    raise ValueError(
+    raise EntryPointError(
         f"not a CodePipeline event: neither an invoke action's {INVOKE_EVENT_KEY!r} event, "
         "the Lambda integration model's 'jobId'/'data' event, nor an EventBridge event"
     )
