@@ -64,7 +64,7 @@ class _Context:
 def client(mocker: MockerFixture) -> Any:
     stub = mocker.Mock()
     stub.poll_for_jobs.return_value = {"jobs": []}
-    mocker.patch.object(lambda_event_worker, "codepipeline_client", return_value=stub)
+    mocker.patch.object(lambda_event_worker, "function_client", return_value=stub)
     return stub
 
 
