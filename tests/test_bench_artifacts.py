@@ -6,27 +6,14 @@ exit status and the ratio line it prints last are checked.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from cpw_bench import run_quick
 
 
 @pytest.mark.parametrize("script", ["p1_input.py", "p2_output.py"])
 def test_bench_runs_quickly_and_prints_its_ratio_last(script: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / script), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": ""},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    last = done.stdout.strip().splitlines()[-1]
+    last = run_quick(script, timeout_s=120)[-1]
+
     assert re.fullmatch(r"ratio cpworker / .+ = \d+\.\d\dx \(goal ≤ 0\.\d\)", last), last

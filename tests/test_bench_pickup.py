@@ -3,28 +3,13 @@ prints the wake queue's figures last. Nothing is asserted about speed."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from cpw_bench import run_quick
 
 
 def test_the_pickup_bench_runs_its_three_cases_and_prints_the_goals_line_last() -> None:
-    done = subprocess.run(
-        [sys.executable, "pickup.py", "--quick"],
-        cwd=BENCH,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    lines = run_quick("pickup.py")
 
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
     for case in ("polling", "wake queue", "serverless"):
-        assert any(line.startswith(f"{case} ") and "over 2 jobs" in line for line in lines), (
-            done.stdout
-        )
-    assert lines[-1].startswith("wake queue: pickup p50 "), done.stdout
+        assert any(line.startswith(f"{case} ") and "over 2 jobs" in line for line in lines), lines
+    assert lines[-1].startswith("wake queue: pickup p50 "), lines
     assert "idle CodePipeline calls" in lines[-1]

@@ -73,8 +73,16 @@ def bus(aws: Callable[..., Any]) -> Iterator[Bus]:
     created.cleanup()
 
 
-def pipeline_pattern(name: str, **detail: Any) -> dict[str, Any]:
-    return {"source": ["aws.codepipeline"], "detail": {"pipeline": [name], **detail}}
+def watched_run(lab: Lab, bus: Bus, **detail: Any) -> tuple[str, str, str, dict[str, Any]]:
+    """A pipeline of one custom action whose events (those matching ``detail``) a queue
+    receives, and its action's job, claimed: (queue url, pipeline, execution id, job)."""
+    type_id = lab.action_type()
+    url, arn = bus.queue()
+    name = f"p-{lab.uid}"
+    pattern = {"source": ["aws.codepipeline"], "detail": {"pipeline": [name], **detail}}
+    bus.rule(pattern, {"Arn": arn})
+    _, execution_id = lab.pipeline([lab.action(type_id)])
+    return url, name, execution_id, lab.claim(type_id)
 
 
 def test_an_sqs_rule_receives_the_started_event_of_a_custom_action_with_its_job_pollable(
@@ -123,12 +131,7 @@ def test_an_sqs_rule_receives_the_started_event_of_a_custom_action_with_its_job_
 def test_a_run_publishes_every_pipeline_stage_and_action_change_in_order(
     lab: Lab, bus: Bus
 ) -> None:
-    type_id = lab.action_type()
-    url, arn = bus.queue()
-    name = f"p-{lab.uid}"
-    bus.rule(pipeline_pattern(name), {"Arn": arn})
-    _, execution_id = lab.pipeline([lab.action(type_id)])
-    job = lab.claim(type_id)
+    url, name, execution_id, job = watched_run(lab, bus)
     lab.codepipeline.put_job_success_result(
         jobId=job["id"], executionDetails={"summary": "built", "externalExecutionId": "b-1"}
     )
@@ -169,12 +172,7 @@ def test_a_run_publishes_every_pipeline_stage_and_action_change_in_order(
 def test_a_failed_action_publishes_its_error_code_and_fails_stage_and_pipeline(
     lab: Lab, bus: Bus
 ) -> None:
-    type_id = lab.action_type()
-    url, arn = bus.queue()
-    name = f"p-{lab.uid}"
-    bus.rule(pipeline_pattern(name, state=["FAILED"]), {"Arn": arn})
-    _, execution_id = lab.pipeline([lab.action(type_id)])
-    job = lab.claim(type_id)
+    url, _, execution_id, job = watched_run(lab, bus, state=["FAILED"])
     lab.codepipeline.put_job_failure_result(
         jobId=job["id"], failureDetails={"type": "JobFailed", "message": "tests failed"}
     )
