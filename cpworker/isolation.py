@@ -381,12 +381,16 @@ class ProcessRunner:
         return _JobProcess(process, tasks_out, results_in)
 
     def _start_forkserver(self) -> None:
-        """Start the forkserver (once), telling cpworker.prefork what to import."""
-        os.environ[PREFORK_ENV] = json.dumps({"path": sys.path, "modules": self._modules})
+        """Start the forkserver (once), telling cpworker.prefork what to import.
+
+        The variable goes into the process's C environment only (``os.putenv``), which
+        the forkserver inherits: changing ``os.environ`` would break other threads
+        iterating it meanwhile (a handler, or boto3 reading proxy settings)."""
+        os.putenv(PREFORK_ENV, json.dumps({"path": sys.path, "modules": self._modules}))
         try:
             forkserver.ensure_running()
         finally:
-            del os.environ[PREFORK_ENV]
+            os.unsetenv(PREFORK_ENV)
 
     def _refill(self) -> None:
         """Fork spares until there are enough again (one refill at a time)."""

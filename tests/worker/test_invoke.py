@@ -112,6 +112,7 @@ SAMPLE_PARAMETERS = {
         "Failed",
     ),
     "handlers.variables.handler": (None, "Succeeded"),
+    "handlers.build.handler": ('{"ProjectName": "sample", "Command": "exit 3"}', "Failed"),
 }
 
 
