@@ -5,7 +5,9 @@ engine (under its lock, so it only builds the event) and puts each event on moto
 default event bus from its own thread, in order, as CodePipeline does: ``source``
 ``aws.codepipeline`` and the detail types and ``detail`` members of the User Guide's
 "Monitoring CodePipeline events". An action's STARTED event goes out once its job can
-be polled, so that a worker woken by it finds the job.
+be polled, so that a worker woken by it finds the job. While the default bus has no
+rule, changes are not published at all: EventBridge matches an event against the rules
+there are when it arrives, so a rule made later gets the changes from then on.
 
 Rules and targets are the ordinary EventBridge API's, served by moto. Delivery to SQS
 and Lambda targets is this module's (:func:`install_delivery`, once per process):
@@ -87,16 +89,29 @@ class EventPublisher:
 
     # -- the state changes (called under the engine lock: build, queue, nothing more) --
 
+    def _heard(self) -> bool:
+        """Whether the default bus has a rule (an archive is one too): without one a
+        change reaches nobody, so it is neither built nor put, and the engine (the
+        emulator's CPU per job, under its lock) pays one lookup for it."""
+        bus = events_backends[self._account_id][self._region].event_buses.get("default")
+        return bus is not None and bool(bus.rules)
+
     def pipeline(self, ex: Execution, state: str) -> None:
+        if not self._heard():
+            return
         detail: dict[str, Any] = {**self._execution(ex), "state": state}
         if state == "STARTED":
             detail["execution-trigger"] = {"trigger-type": ex.trigger}
         self._put(PIPELINE_CHANGE, ex, detail)
 
     def stage(self, ex: Execution, stage: str, state: str) -> None:
+        if not self._heard():
+            return
         self._put(STAGE_CHANGE, ex, {**self._execution(ex), "stage": stage, "state": state})
 
     def action(self, run: ActionRun, state: str) -> None:
+        if not self._heard():
+            return
         type_id = run.declaration["actionTypeId"]
         detail: dict[str, Any] = {
             **self._execution(run.execution),

@@ -273,3 +273,25 @@ def test_a_disabled_rule_delivers_nothing(lab: Lab, bus: Bus) -> None:
     bus.received(on_url, 1)  # delivery is in rule order, in one pass: the other had its turn
     answer = bus.sqs.receive_message(QueueUrl=off_url, WaitTimeSeconds=0)
     assert answer.get("Messages", []) == []
+
+
+def test_changes_are_built_only_while_the_default_bus_has_a_rule() -> None:
+    """Without a rule EventBridge delivers a change to nobody, so the engine builds none;
+    from the first rule on, every change is published again."""
+    from types import SimpleNamespace
+
+    from moto.events.models import events_backends
+
+    from cpworker.local.events import EventPublisher
+
+    account = f"{uuid.uuid4().int % 10**12:012d}"
+    publisher = EventPublisher(REGION, account, lambda name: f"arn:pipeline:{name}")
+    execution: Any = SimpleNamespace(pipeline="p", id="e", started=0.0, version=1, trigger="T")
+    publisher.pipeline(execution, "STARTED")
+    publisher.stage(execution, "Build", "STARTED")
+    assert publisher._queue.empty()
+
+    events_backends[account][REGION].put_rule("any", event_pattern='{"source": ["x"]}')
+    publisher.pipeline(execution, "STARTED")
+    publisher.stage(execution, "Build", "STARTED")
+    assert publisher._queue.qsize() == 2
