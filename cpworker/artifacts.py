@@ -27,12 +27,20 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Generic, Literal, Protocol, TypedDict, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    BinaryIO,
+    Generic,
+    Literal,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    cast,
+)
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from s3transfer.manager import TransferConfig, TransferManager
 
 from cpworker import archives
 from cpworker.errors import (
@@ -119,7 +127,7 @@ def artifact_s3_client(
     if _endpoint_configured(endpoint_url):
         config = config.merge(Config(s3={"addressing_style": "path"}))
     with _SESSION_LOCK:
-        return _shared_session().client(
+        client = _shared_session().create_client(
             "s3",
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
@@ -128,6 +136,7 @@ def artifact_s3_client(
             endpoint_url=endpoint_url,
             config=config,
         )
+    return cast("S3Client", client)
 
 
 class LazyClient:
@@ -151,12 +160,14 @@ class LazyClient:
 
 
 @cache
-def _shared_session() -> boto3.session.Session:
+def _shared_session() -> botocore.session.Session:
     """One session for every job's client: service models load once (~10 ms a client
     instead of ~150 ms). It holds no credentials; each client gets the job's own.
     Sessions are not thread-safe, hence ``_SESSION_LOCK`` around client creation.
+    botocore's rather than boto3's: cpworker uses none of what boto3 adds, and importing
+    boto3 loads s3transfer, which only ``upload_file`` needs.
     """
-    return boto3.session.Session()
+    return botocore.session.Session()
 
 
 def _endpoint_configured(explicit: str | None) -> bool:
@@ -619,6 +630,8 @@ class OutputArtifact(_StoredArtifact):
         Meant for a zip built elsewhere, or a consumer that takes a single object; the
         file is not wrapped in a zip.
         """
+        from s3transfer.manager import TransferConfig, TransferManager  # only this needs it
+
         self._uploaded = False
         self._check_guard()
         config = TransferConfig(

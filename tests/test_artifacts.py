@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
@@ -788,7 +789,14 @@ def test_large_artifact_memory_stays_flat(moto_process: str, tmp_path: Path) -> 
         endpoint_url=moto_process,
     )
     client.create_bucket(Bucket="big")
-    client.upload_file(str(archive), "big", "big.zip")  # a boto3 client, transfer methods too
+    seeding = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=moto_process,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    seeding.upload_file(str(archive), "big", "big.zip")  # boto3's transfer methods
     workspace = tmp_path / "ws"
     workspace.mkdir()
     artifact = InputArtifact(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,3 +215,25 @@ def test_a_reported_result_emits_no_report_failed_metric(
     names = _metric_names(capsys.readouterr().out)
     assert "JobSuccess" in names
     assert "ReportFailed" not in names
+
+
+def test_a_lambda_function_loads_neither_boto3_nor_s3transfer_for_its_own_calls() -> None:
+    """Importing boto3 loads s3transfer too, about a third of a cold start: cpworker's
+    CodePipeline and S3 clients come from botocore, and s3transfer loads only for
+    ``upload_file``."""
+    code = (
+        "import sys\n"
+        "from cpworker import ActionApp, Success, lambda_handler\n"
+        "from cpworker.sources import lambda_integration, lambda_invoke\n"
+        "from cpworker.api import codepipeline_client\n"
+        "from cpworker.artifacts import artifact_s3_client\n"
+        "codepipeline_client(region='us-east-1', endpoint_url='http://127.0.0.1:9')\n"
+        "artifact_s3_client(access_key_id='a', secret_access_key='b', session_token=None,\n"
+        "                   region='us-east-1', endpoint_url='http://127.0.0.1:9')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 's3transfer'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
