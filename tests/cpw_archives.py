@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import stat
+import warnings
 import zipfile
 
 
 def zip_of(
     *entries: tuple[str | zipfile.ZipInfo, bytes], method: int = zipfile.ZIP_DEFLATED
 ) -> bytes:
-    """A zip of ``(name or ZipInfo, data)`` entries, in order."""
+    """A zip of ``(name or ZipInfo, data)`` entries, in order (a name may come twice)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", method) as zf:
+    with zipfile.ZipFile(buffer, "w", method) as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # duplicate names are on purpose
         for name, data in entries:
             zf.writestr(name, data)
     return buffer.getvalue()

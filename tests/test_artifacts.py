@@ -20,7 +20,6 @@ import tarfile
 import time
 import tracemalloc
 import uuid
-import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
+from cpw_archives import zip_of
 
 from cpworker.artifacts import (
     ArtifactCollection,
@@ -103,15 +103,6 @@ def make_input(s3: Any, bucket: str, job_client: Any, workspace: Path) -> InputF
         )
 
     return make
-
-
-def zip_of(*entries: tuple[str | zipfile.ZipInfo, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # duplicate names are on purpose
-        for name, data in entries:
-            zf.writestr(name, data)
-    return buffer.getvalue()
 
 
 def unix_entry(name: str, mode: int) -> zipfile.ZipInfo:
