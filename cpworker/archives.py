@@ -45,19 +45,17 @@ import gzip
 import io
 import lzma
 import os
-import queue
 import re
 import shutil
 import stat
 import struct
 import tarfile
-import threading
 import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
@@ -139,8 +137,7 @@ class Budget:
     It is checked only once more than ``ratio_check_after`` bytes were written, so a
     small archive of zeros passes while a bomb stops there instead of at ``max_bytes``.
     ``link_steps`` counts the work of resolving symbolic links (it stays linear in the
-    archive's size; the tests prove it). Counts may come from two threads (a large zip
-    entry is written by a thread of its own), hence the lock.
+    archive's size; the tests prove it).
     """
 
     max_bytes: int
@@ -151,7 +148,6 @@ class Budget:
     entries: int = 0
     read: int = 0
     link_steps: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def expect(self, entries: int, size: int) -> None:
         """Fail before writing when the headers already declare too much.
@@ -161,24 +157,16 @@ class Budget:
         self._check(self.entries + entries, self.written + size)
 
     def add_entry(self) -> None:
-        with self._lock:
-            self.entries += 1
-            entries, written = self.entries, self.written
-        self._check(entries, written)
-
-    def add_read(self, count: int) -> None:
-        with self._lock:
-            self.read += count
+        self.entries += 1
+        self._check(self.entries, self.written)
 
     def add_bytes(self, count: int) -> None:
-        with self._lock:
-            self.written += count
-            entries, written, read = self.entries, self.written, self.read
-        self._check(entries, written)
-        if written > self.ratio_check_after and written > self.max_ratio * read:
+        self.written += count
+        self._check(self.entries, self.written)
+        if self.written > self.ratio_check_after and self.written > self.max_ratio * self.read:
             raise LimitExceededError(
                 f"expands more than {self.max_ratio} times its compressed size: "
-                f"{written} bytes written from {read} bytes read (max_ratio)"
+                f"{self.written} bytes written from {self.read} bytes read (max_ratio)"
             )
 
     def _check(self, entries: int, size: int) -> None:
@@ -269,17 +257,6 @@ def _at(entry: str | None) -> str:
 Wait = Callable[[int, int], None]  # blocks until bytes [start, end) of the archive are on disk
 
 
-class Growing(Protocol):
-    """An archive file still being written (downloaded) while it is extracted; it has its
-    final size from the start."""
-
-    def wait(self, start: int, end: int) -> None:
-        """Return once bytes [start, end) are on disk; raise if they never will be."""
-
-    def cancel(self) -> None:
-        """No more bytes are needed: waits return at once from now on."""
-
-
 class _Metered(io.RawIOBase):
     """The archive file, adding the bytes read from it to a budget (for the ratio), and,
     while it is still being downloaded, waiting for the bytes each read needs."""
@@ -302,7 +279,7 @@ class _Metered(io.RawIOBase):
             self._wait(start, start + len(memoryview(buffer)))
         count = self._file.readinto(buffer) or 0
         if self._budget is not None:
-            self._budget.add_read(count)
+            self._budget.read += count
         return count
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
@@ -1208,18 +1185,9 @@ class _Extractor:
 
         ``chunks`` is read only once the file's place was checked and the file made.
         """
-        self.write(self.create(name, mode), chunks, mode)
-
-    def create(self, name: str, mode: int) -> int:
-        """A new regular file's descriptor, once its place was checked; see ``write``."""
         parent, leaf = self._fresh(name)
         descriptor = _create(self._path(parent, leaf), mode)
         self.tree.add(parent, leaf)
-        return descriptor
-
-    def write(self, descriptor: int, chunks: Iterable[bytes], mode: int) -> None:
-        """Write a created file's content, counted first, and close it. It touches only the
-        budget, so another thread may do it while the extraction goes on."""
         try:
             for chunk in chunks:
                 self.budget.add_bytes(len(chunk))  # counted before it is written
@@ -1293,14 +1261,14 @@ def extract(
     budget: Budget,
     chunk_bytes: int,
     file_name: str,
-    growing: Growing | None = None,
+    wait: Wait | None = None,
 ) -> None:
     """Extract ``archive`` into ``dest`` (missing or empty) safely; on any error ``dest`` is
     removed.
 
-    A ``file`` (not an archive) becomes the one file ``dest/file_name``. With
-    ``growing``, a zip is extracted while it is still being written: each read waits for
-    its bytes, and a failure cancels what is still to come.
+    A ``file`` (not an archive) becomes the one file ``dest/file_name``. With ``wait``,
+    a zip is extracted while it is still being written: ``archive`` has its final size,
+    and ``wait`` returns once the bytes a read needs are there (or raises).
     """
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -1310,7 +1278,7 @@ def extract(
     try:
         with _guarded(kind, lambda: extractor.current), ExitStack() as stack:
             if kind == "zip":
-                _extract_zip(stack, archive, extractor, growing)
+                _extract_zip(stack, archive, extractor, wait)
             elif kind == "tar":
                 _extract_tar(stack, archive, extractor)
             else:
@@ -1323,120 +1291,24 @@ def extract(
         raise
 
 
-def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, growing: Growing | None) -> None:
-    wait = growing.wait if growing is not None else None
+def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, wait: Wait | None) -> None:
     directory = _open_archive(stack, archive, None, wait)
     data = _open_archive(stack, archive, ex.budget, wait)
-    large = _LargeEntries(archive, ex, growing)
-    try:
-        for entry in _expected_entries(directory, ex.budget):
-            large.check()
-            ex.begin(entry.name)
-            mode = entry.mode
-            if entry.is_dir or stat.S_ISDIR(mode):
-                ex.directory(entry.name)
-            elif stat.S_ISLNK(mode):
-                with _open_zip_entry(data, entry) as source:
-                    ex.symlink(entry.name, _read_link(source, entry.name))
-            elif not stat.S_ISREG(mode):
-                ex.special(entry.name)
-            elif _is_small(entry, ex.chunk_bytes):
-                ex.file(entry.name, _whole_entry(data, entry), mode)
-            else:
-                large.add(entry, ex.create(entry.name, mode), mode)
-    except BaseException:
-        large.stop()
-        large.check()  # its failure is at an earlier entry: the one to report
-        raise
-    large.finish()
-
-
-_PENDING = 4  # large entries created and waiting for their bytes: an open file each
-
-
-class _StoppedError(Exception):
-    """The extraction failed: a large entry's writing ends without a failure of its own."""
-
-
-class _LargeEntries:
-    """Writes large zip entries' bytes in a thread of its own while the extraction goes on.
-
-    The extraction checks each entry's place and creates its file, in archive order, as
-    for any entry; only the copying of a large entry's bytes moves here. That overlaps
-    with making small files, which is mostly system calls, and lets the entries whose
-    bytes are already on disk go first: while a zip downloads, its last megabytes come
-    first (with its directory), and a source tree's small files are usually there,
-    behind the big blobs. A failure here is raised by the extraction at its next entry
-    or at its end, and is reported rather than a later entry's; a failure of the
-    extraction stops this thread (cancelling the download's waits) before it ends.
-    Memory: one chunk, and ``_PENDING`` open files at most.
-    """
-
-    def __init__(self, archive: Path, ex: _Extractor, growing: Growing | None) -> None:
-        self._archive, self._ex, self._growing = archive, ex, growing
-        self._pending: queue.Queue[tuple[_ZipEntry, int, int] | None] = queue.Queue(_PENDING)
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-        self._stopped = False
-        self._data: BinaryIO | None = None  # the thread's reader of the archive
-
-    def add(self, entry: _ZipEntry, descriptor: int, mode: int) -> None:
-        """Write ``entry`` into its created file ``descriptor``, which this closes."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cpworker-extract", daemon=True)
-            self._thread.start()
-        self._pending.put((entry, descriptor, mode))
-
-    def check(self) -> None:
-        """Raise the failure of an entry written here, if there was one."""
-        if self._failure is not None:
-            raise self._failure
-
-    def finish(self) -> None:
-        """Return once every entry is written; raise the failure of one that was not."""
-        self._end()
-        self.check()
-
-    def stop(self) -> None:
-        """The extraction failed: write nothing more, and end."""
-        self._stopped = True
-        if self._growing is not None:
-            self._growing.cancel()
-        self._end()
-
-    def _end(self) -> None:
-        if self._thread is not None:
-            self._pending.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        with ExitStack() as stack:
-            while (item := self._pending.get()) is not None:
-                entry, descriptor, mode = item
-                if self._failure is not None or self._stopped:
-                    os.close(descriptor)  # nothing more is written once anything failed
-                    continue
-                try:
-                    with _guarded("zip", lambda: entry.name):  # noqa: B023 - used at once
-                        self._ex.write(descriptor, self._chunks(stack, entry), mode)
-                except _StoppedError:
-                    pass
-                except Exception as exc:  # noqa: BLE001 - the extraction's thread raises it
-                    if not self._stopped:  # once stopped, failures are the stop's doing
-                        self._failure = exc
-
-    def _chunks(self, stack: ExitStack, entry: _ZipEntry) -> Iterator[bytes]:
-        """The entry's bytes, from this thread's own reader of the archive (opened here,
-        so that ``write`` closes the file whatever fails)."""
-        if self._data is None:
-            wait = self._growing.wait if self._growing is not None else None
-            self._data = _open_archive(stack, self._archive, self._ex.budget, wait)
-        with _open_zip_entry(self._data, entry) as source:
-            while chunk := source.read(self._ex.chunk_bytes):
-                if self._stopped:
-                    raise _StoppedError
-                yield chunk
+    for entry in _expected_entries(directory, ex.budget):
+        ex.begin(entry.name)
+        mode = entry.mode
+        if entry.is_dir or stat.S_ISDIR(mode):
+            ex.directory(entry.name)
+        elif stat.S_ISLNK(mode):
+            with _open_zip_entry(data, entry) as source:
+                ex.symlink(entry.name, _read_link(source, entry.name))
+        elif not stat.S_ISREG(mode):
+            ex.special(entry.name)
+        elif _is_small(entry, ex.chunk_bytes):
+            ex.file(entry.name, _whole_entry(data, entry), mode)
+        else:
+            with _open_zip_entry(data, entry) as source:
+                ex.file(entry.name, ex.chunks(source), mode)
 
 
 _KEPT_BYTES = 8 * 1024 * 1024  # memory a zip's entries may take to be read only once

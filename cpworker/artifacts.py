@@ -457,7 +457,7 @@ class InputArtifact(_StoredArtifact):
                     budget=budget,
                     chunk_bytes=self._settings.chunk_bytes,
                     file_name=self._file_name,
-                    growing=download,
+                    wait=download.wait,
                 )
             )
             self._finish(download)
@@ -547,26 +547,18 @@ class _Download:
             self._changed.notify_all()
 
     def wait(self, start: int, end: int) -> None:
-        """Return once bytes [start, end) are written, or at once when cancelled; raise if
-        the download failed."""
+        """Return once bytes [start, end) are written; raise if the download failed."""
         end = min(end, self.size)
         with self._changed:
             while not (
-                self._done
-                or self._cancelled
-                or end <= self._front
-                or self._front >= self._tail
-                or start >= self._tail
+                self._done or end <= self._front or self._front >= self._tail or start >= self._tail
             ):
                 self._changed.wait()
             if self._failure is not None:
                 raise _DownloadFailedError(self._failure)
 
     def cancel(self) -> None:
-        """Stop streaming; waits return at once (the reader no longer needs the bytes)."""
-        with self._changed:
-            self._cancelled = True
-            self._changed.notify_all()
+        self._cancelled = True
 
     def join(self) -> bool:
         """Wait for the stream's end: True if complete, False if cancelled; its failure raised."""

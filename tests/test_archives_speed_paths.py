@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,18 +122,14 @@ def test_too_many_declared_bytes_are_refused_before_anything_is_written(tmp_path
     assert not dest.exists()
 
 
-def _writer_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "cpworker-extract"]
-
-
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_large_entries_written_beside_the_others_give_the_archives_tree(tmp_path: Path) -> None:
-    """Large entries' bytes are copied by a thread of their own; archive order still rules:
-    a later entry of the same name replaces an earlier one, large or small, and links
-    and modes are as the archive says."""
+def test_large_and_small_entries_replace_each_other_in_archive_order(tmp_path: Path) -> None:
+    """Large entries (streamed in chunks) and small ones (read whole) mix: a later entry
+    of the same name replaces an earlier one, large or small, and links and modes are as
+    the archive says."""
     big = [bytes([index]) * (50_000 + index) for index in range(4)]
     entries = [
         (unix_entry("bin/a.bin", stat.S_IFREG | 0o755), big[0]),
@@ -154,12 +149,9 @@ def test_large_entries_written_beside_the_others_give_the_archives_tree(tmp_path
     assert (dest / "latest").read_bytes() == big[1]
     assert (dest / "bin" / "c.bin").read_bytes() == big[3]
     assert all((dest / f"src/f{i}.txt").read_bytes() == f"{i}\n".encode() for i in range(100))
-    assert not _writer_threads()
 
 
-def test_a_large_entry_that_fails_is_the_error_even_when_later_entries_are_fine(
-    tmp_path: Path,
-) -> None:
+def test_a_large_entry_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
     good = zip_of(("big.bin", os.urandom(200_000)), *((f"f{i}.txt", b"x") for i in range(300)))
     archive, dest = tmp_path / "a.zip", tmp_path / "out"
     archive.write_bytes(_patched(good, 16, 0))  # the first record's CRC: big.bin's
@@ -169,62 +161,4 @@ def test_a_large_entry_that_fails_is_the_error_even_when_later_entries_are_fine(
             archive, "zip", dest, budget=Budget(1 << 30, 1000), chunk_bytes=4096, file_name="x"
         )
     assert not dest.exists()
-    assert not _writer_threads()
     assert _open_descriptors() == descriptors
-
-
-class _Stalled:
-    """A download whose bytes in [``start``, ``end``) never come: only a cancel ends a wait
-    for them."""
-
-    def __init__(self, start: int, end: int) -> None:
-        self.start, self.end = start, end
-        self.cancelled = threading.Event()
-
-    def wait(self, start: int, end: int) -> None:
-        if start < self.end and end > self.start:
-            self.cancelled.wait()
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-
-def test_a_later_failure_stops_a_large_entry_still_waiting_for_its_download(
-    tmp_path: Path,
-) -> None:
-    """The extraction fails at an unsafe entry while the large one before it waits for
-    bytes that are still downloading: the download is cancelled, the writer ends, the
-    error is the unsafe entry's, and nothing is left behind."""
-    small = [(f"f{index}.bin", os.urandom(1000)) for index in range(100)]  # the directory's
-    # reader looks at the last 64 KiB for its end record: those bytes are there
-    data = zip_of(("big.bin", os.urandom(300_000)), *small, ("../escape.txt", b"x"))
-    archive, dest = tmp_path / "a.zip", tmp_path / "out"
-    archive.write_bytes(data)
-    growing = _Stalled(100, data.index(b"PK\x03\x04", 100))  # big.bin's bytes never come
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            archives.extract(
-                archive,
-                "zip",
-                dest,
-                budget=Budget(1 << 30, 1000),
-                chunk_bytes=4096,
-                file_name="x",
-                growing=growing,
-            )
-        except archives.ArchiveError as exc:
-            failures.append(exc)
-
-    extraction = threading.Thread(target=run, daemon=True)
-    extraction.start()
-    extraction.join(timeout=60)
-
-    assert not extraction.is_alive(), "the extraction hung on the stalled download"
-    assert growing.cancelled.is_set()
-    assert len(failures) == 1
-    assert isinstance(failures[0], archives.UnsafeEntryError)
-    assert "'../escape.txt'" in str(failures[0])
-    assert not dest.exists()
-    assert not _writer_threads()
