@@ -161,12 +161,15 @@ def run_variants(
     The small files a run made are kept until the end: on ext4 without a journal (this
     machine's disk), files created soon after thousands were deleted cost several times
     more (the allocator skips inodes freed in the last minutes), which would charge a
-    variant for its predecessor's clean-up. Large files go at once (few inodes).
+    variant for its predecessor's clean-up. Large files go at once (few inodes). Each
+    sample starts once the disk has written what the previous one left in the page
+    cache (``os.sync``): its writeback would otherwise fall on the next variant.
     """
     samples: dict[str, list[harness.Sample]] = {name: [] for name in names}
     for rep, name in harness.interleaved(names, repeat):
         scratch = folder / f"{name}-{rep}"
         scratch.mkdir()
+        os.sync()
         try:
             sample = harness.measure(script, name, [*args, str(scratch)])
         finally:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -113,6 +114,7 @@ def main() -> None:
             samples[name].append(measure(__file__, name, [event], env=environment))
     finally:
         emulator.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"P5 Lambda cold start (import + first job), {repeat} fresh interpreters each")
     report(samples, "cpworker", "guide", "<= 1.0")
 
