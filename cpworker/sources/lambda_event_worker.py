@@ -437,9 +437,10 @@ def _request(context: Any) -> dict[str, str]:
 
 @cache
 def _events_client(region: str | None) -> Any:
-    """One EventBridge client per container, in the function's own Region."""
-    import boto3
+    """One EventBridge client per container, in the function's own Region (botocore's,
+    as cpworker's other clients: boto3 would load s3transfer too)."""
+    import botocore.session
     from botocore.config import Config
 
     config = Config(retries={"total_max_attempts": 3}, connect_timeout=5, read_timeout=10)
-    return boto3.Session(region_name=region).client("events", config=config)
+    return botocore.session.Session().create_client("events", region_name=region, config=config)
