@@ -117,7 +117,7 @@ def artifact_s3_client(
 ) -> S3Client:
     """An S3 client signing with the job's artifact credentials (SigV4, standard retries).
 
-    ``endpoint_url`` wins; without it boto3 itself honours ``AWS_ENDPOINT_URL_S3`` and
+    ``endpoint_url`` wins; without it botocore itself honours ``AWS_ENDPOINT_URL_S3`` and
     ``AWS_ENDPOINT_URL``. With any endpoint set (a local emulator), addressing is
     path-style, because loopback hosts have no bucket subdomains.
     """

@@ -5,7 +5,7 @@ action type's Lambda executor (the integration model's ``jobId``/``data`` event)
 serverless custom-action worker invoked by an EventBridge rule (an action-started
 event, cpworker's own "Job Continued" event, or a scheduled event); the entry point
 tells them apart on each call. It lives here, beside the runtimes, so that
-``ActionApp`` knows no runtime. Importing it stays cheap: the runtimes (and boto3)
+``ActionApp`` knows no runtime. Importing it stays cheap: the runtimes (and botocore)
 load on the first call, and only the one the event needs.
 """
 
