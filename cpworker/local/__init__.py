@@ -24,6 +24,7 @@ Modules::
     views.py        answers in botocore's output shapes
     hosts.py        loopback only: the listening address and the Host header check
     faults.py       injected faults (throttling, 5xx, resets, lost answers)
+    s3_reads.py     GetObject bodies read a chunk at a time (ranges without a whole read)
     credentials.py  job credential expiry, and who signed a request
     wire.py         error answers the server writes itself (JSON 1.1, S3 XML, text)
 

@@ -45,6 +45,7 @@ from cpworker.local.hosts import host_allowed, loopback_address
 from cpworker.local.lambdas import FunctionSpec
 from cpworker.local.ops import Operations, ServiceError
 from cpworker.local.private import PRIVATE_PREFIX, PrivateOperations
+from cpworker.local.s3_reads import serving
 from cpworker.local.wire import JSON_CONTENT_TYPE, Answer, plain, s3_error
 
 TARGET_PREFIX = "CodePipeline_20150709."
@@ -123,7 +124,8 @@ class LocalApp:
             kept = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
             return start_response(status, kept, *exc_info)
 
-        result: Iterable[bytes] = self._moto(environ, without_cors)
+        with serving():
+            result: Iterable[bytes] = self._moto(environ, without_cors)
         return result
 
     def _json(
