@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -208,12 +208,14 @@ def safe_parts(name: str) -> tuple[str, ...]:
         raise UnsafeEntryError(
             f"entry {_quote(name)} is a Windows path (drive letter or backslash)"
         )
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [part for part in parts if part not in ("", ".")]
     if name.startswith("/") or ".." in parts:
         raise UnsafeEntryError(
             f"entry {_quote(name)} would be written outside the extraction directory"
         )
-    return parts
+    return tuple(parts)
 
 
 def member_name(name: str) -> str:
@@ -320,9 +322,8 @@ def _bad_zip(detail: str) -> CorruptArchiveError:
     return CorruptArchiveError("zip", detail)
 
 
-@dataclass(frozen=True, slots=True)
-class _ZipEntry:
-    """One record of the central directory."""
+class _ZipEntry(NamedTuple):
+    """One record of the central directory (a tuple: a source tree has thousands)."""
 
     name: str
     raw_name: bytes
@@ -900,7 +901,12 @@ def _path_size(parent: _Node | None, name: str) -> int:
     if parent is None:
         return 0
     separator = 1 if parent.parent is not None else 0
-    return parent.size + separator + len(os.fsencode(name))
+    return parent.size + separator + _encoded_size(name)
+
+
+def _encoded_size(name: str) -> int:
+    """Bytes of ``name`` as the OS gets it (an ASCII name without encoding it)."""
+    return len(name) if name.isascii() else len(os.fsencode(name))
 
 
 @dataclass(slots=True)
@@ -980,6 +986,9 @@ class _Tree:
     def resolve(self, start: _Node, parts: Iterable[str]) -> tuple[_Node, list[str]]:
         """Where ``parts`` lead from ``start``, following every link: the deepest node that
         exists and the missing names below it. Raises _OutsideError or _TooManyLinksError."""
+        parts = tuple(parts)
+        if not self.links and "" not in parts and "." not in parts and ".." not in parts:
+            return self._walk(start, parts)
         node, missing, hops, open_links = start, list[str](), 0, 0
         stack: list[str | _LinkDone] = [*parts]
         stack.reverse()
@@ -1019,6 +1028,18 @@ class _Tree:
                 stack.append(_LinkDone(child, hops - 1))
                 stack.extend(child.link.split("/")[::-1])
         return node, missing
+
+    def _walk(self, start: _Node, parts: tuple[str, ...]) -> tuple[_Node, list[str]]:
+        """``resolve`` while the tree holds no link, of names that are neither ``..`` nor
+        empty: only a walk down what exists (most entries of most archives)."""
+        self._budget.link_steps += len(parts)
+        node = start
+        for index, part in enumerate(parts):
+            child = node.children.get(part) if node.children is not None else None
+            if child is None:
+                return node, list(parts[index:])
+            node = child
+        return node, []
 
 
 # ---------------------------------------------------------------- extraction
@@ -1101,7 +1122,7 @@ class _Extractor:
 
     def _fits(self, parent: _Node, leaf: str, name: str) -> None:
         """Refuse, before the OS does, what the file system cannot hold (or tools walk)."""
-        size = len(os.fsencode(leaf))
+        size = _encoded_size(leaf)
         if size > self.name_max:
             raise LimitExceededError(
                 f"entry {_quote(name)} has a name component of {size} bytes, "
