@@ -9,8 +9,7 @@ interleaved, and extracts into a fresh directory:
 
 - ``get``: one streamed GET of the object alone, its bytes dropped (anchor a);
 - ``extractall``: ``zipfile.ZipFile.extractall`` of a local copy alone (anchor b);
-- ``guide``: the User Guide's way, ``download_file`` then ``extractall`` (anchor c; left
-  out with ``--large``, where moto's ranged GETs would take hours);
+- ``guide``: the User Guide's way, ``download_file`` then ``extractall`` (anchor c);
 - ``cpworker``: ``InputArtifact.extract()`` with the job's style of S3 client
   (``artifact_s3_client``), the code a handler's ``job.inputs.one().extract()`` runs.
 
@@ -263,18 +262,9 @@ def main() -> None:
         check_tree(setup.tree, check / "inputs" / "Src")
         drop_large_files(check)
         runs = [setup.endpoint_url, key, str(local_zip)]
-        names = list(VARIANTS)
-        if args.large:
-            names.remove("guide")
-            print(
-                "guide left out: download_file makes a ranged GET per 8 MiB, and moto reads "
-                "the whole object for each (about 250 reads of 2 GiB)",
-                flush=True,
-            )
-        samples = run_variants(__file__, names, args.repeat, runs, setup.folder)
+        samples = run_variants(__file__, list(VARIANTS), args.repeat, runs, setup.folder)
     medians = {name: harness.median_wall(runs) for name, runs in samples.items()}
-    if "guide" in medians:
-        print(f"cpworker / guide = {medians['cpworker'] / medians['guide']:.2f}x")
+    print(f"cpworker / guide = {medians['cpworker'] / medians['guide']:.2f}x")
     print_rss(samples, "cpworker")
     harness.report(
         samples,
