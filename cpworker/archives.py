@@ -40,6 +40,7 @@ OSError keeps only the system's reason). Nothing here knows about S3 or jobs.
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import gzip
 import io
@@ -256,29 +257,40 @@ def _at(entry: str | None) -> str:
     return "the archive" if entry is None else f"entry {_quote(entry)}"
 
 
-Wait = Callable[[int, int], None]  # blocks until bytes [start, end) of the archive are on disk
+class Incoming(Protocol):
+    """An archive file still being written (downloaded): its bytes arrive in order."""
+
+    def wait(self, start: int, end: int, /) -> None:
+        """Return once bytes [start, end) are in the file; raise if they never will be."""
+
+    def lend(self, start: int, end: int, /) -> io.RawIOBase | None:
+        """A reader of bytes [start, end) that takes those not yet arrived straight from
+        where they come from, which then never writes them to the file; closing it lets
+        the rest arrive. None when they are (or will be) in the file anyway."""
 
 
 class _Metered(io.RawIOBase):
-    """The archive file, adding the bytes read from it to a budget (for the ratio), and,
-    while it is still being downloaded, waiting for the bytes each read needs."""
+    """A part of the archive, adding the bytes read from it to a budget (for the ratio),
+    and, while the file is still being downloaded, waiting for the bytes each read needs."""
 
-    def __init__(self, path: Path, budget: Budget | None, wait: Wait | None) -> None:
+    def __init__(
+        self, raw: io.RawIOBase, budget: Budget | None, incoming: Incoming | None = None
+    ) -> None:
         super().__init__()
-        self._file = io.FileIO(path, "r")
+        self._file = raw
         self._budget = budget
-        self._wait = wait
+        self._incoming = incoming
 
     def readable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
-        return True
+        return self._file.seekable()
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        if self._wait is not None:
+        if self._incoming is not None:
             start = self._file.tell()
-            self._wait(start, start + len(memoryview(buffer)))
+            self._incoming.wait(start, start + len(memoryview(buffer)))
         count = self._file.readinto(buffer) or 0
         if self._budget is not None:
             self._budget.read += count
@@ -296,10 +308,12 @@ class _Metered(io.RawIOBase):
 
 
 def _open_archive(
-    stack: ExitStack, path: Path, budget: Budget | None, wait: Wait | None = None
+    stack: ExitStack, path: Path, budget: Budget | None, incoming: Incoming | None = None
 ) -> BinaryIO:
     """The archive file, buffered; metered into ``budget`` when there is one."""
-    raw = _Metered(path, budget, wait) if budget or wait else io.FileIO(path, "r")
+    raw: io.RawIOBase = io.FileIO(path, "r")
+    if budget or incoming:
+        raw = _Metered(raw, budget, incoming)
     return stack.enter_context(io.BufferedReader(raw))
 
 
@@ -1282,14 +1296,15 @@ def extract(
     budget: Budget,
     chunk_bytes: int,
     file_name: str,
-    wait: Wait | None = None,
+    incoming: Incoming | None = None,
 ) -> None:
     """Extract ``archive`` into ``dest`` (missing or empty) safely; on any error ``dest`` is
     removed.
 
-    A ``file`` (not an archive) becomes the one file ``dest/file_name``. With ``wait``,
-    a zip is extracted while it is still being written: ``archive`` has its final size,
-    and ``wait`` returns once the bytes a read needs are there (or raises).
+    A ``file`` (not an archive) becomes the one file ``dest/file_name``. With
+    ``incoming``, a zip is extracted while it is still being written: ``archive`` has
+    its final size, each read waits for its bytes, and a large entry that no other
+    entry shares bytes with is read from ``incoming.lend``.
     """
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -1299,7 +1314,7 @@ def extract(
     try:
         with _guarded(kind, lambda: extractor.current), ExitStack() as stack:
             if kind == "zip":
-                _extract_zip(stack, archive, extractor, wait)
+                _extract_zip(stack, archive, extractor, incoming)
             elif kind == "tar":
                 _extract_tar(stack, archive, extractor)
             else:
@@ -1312,10 +1327,14 @@ def extract(
         raise
 
 
-def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, wait: Wait | None) -> None:
-    directory = _open_archive(stack, archive, None, wait)
-    data = _open_archive(stack, archive, ex.budget, wait)
-    for entry in _expected_entries(directory, ex.budget):
+def _extract_zip(
+    stack: ExitStack, archive: Path, ex: _Extractor, incoming: Incoming | None
+) -> None:
+    directory = _open_archive(stack, archive, None, incoming)
+    data = _open_archive(stack, archive, ex.budget, incoming)
+    entries = _expected_entries(directory, ex.budget)
+    lender = _Lender(entries, incoming, ex.budget) if incoming is not None else None
+    for entry in entries:
         ex.begin(entry.name)
         mode = entry.mode
         if entry.is_dir or stat.S_ISDIR(mode):
@@ -1327,9 +1346,51 @@ def _extract_zip(stack: ExitStack, archive: Path, ex: _Extractor, wait: Wait | N
             ex.special(entry.name)
         elif _is_small(entry, ex.chunk_bytes):
             ex.file(entry.name, _whole_entry(data, entry), mode)
+        elif lender is not None:
+            with lender.open(data, entry) as source:
+                ex.file(entry.name, ex.chunks(source), mode)
         else:
             with _open_zip_entry(data, entry) as source:
                 ex.file(entry.name, ex.chunks(source), mode)
+
+
+class _Lender:
+    """Large entries of a zip still downloading, read from the download itself
+    (``Incoming.lend``) when no other entry's header lies among their bytes: then no
+    other entry reads them, and they need not be in the file."""
+
+    def __init__(self, entries: Iterable[_ZipEntry], incoming: Incoming, budget: Budget) -> None:
+        self._entries = entries if isinstance(entries, list) else None  # else: too many
+        self._starts: list[int] | None = None
+        self._incoming = incoming
+        self._budget = budget
+
+    @contextmanager
+    def open(self, handle: BinaryIO, entry: _ZipEntry) -> Iterator[BinaryIO]:
+        """A reader of the entry's content, its bytes lent if they can be."""
+        _seek_data(handle, entry)
+        start = handle.tell()
+        lent = self._lend(start, start + entry.compressed)
+        if lent is None:
+            with io.BufferedReader(_ZipEntryReader(handle, entry)) as reader:
+                yield reader
+            return
+        with lent:
+            source = io.BufferedReader(_Metered(lent, self._budget), _LENT_READ)
+            with io.BufferedReader(_ZipEntryReader(source, entry)) as reader:
+                yield reader
+
+    def _lend(self, start: int, end: int) -> io.RawIOBase | None:
+        if self._entries is None:
+            return None
+        if self._starts is None:
+            self._starts = sorted(entry.offset for entry in self._entries)
+        if bisect.bisect_left(self._starts, start) != bisect.bisect_left(self._starts, end):
+            return None  # another entry starts among these bytes (overlapping entries)
+        return self._incoming.lend(start, end)
+
+
+_LENT_READ = 1024 * 1024  # bytes read from a lent download at a time
 
 
 _KEPT_BYTES = 8 * 1024 * 1024  # memory a zip's entries may take to be read only once

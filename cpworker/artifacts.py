@@ -54,6 +54,7 @@ from cpworker.redact import scrub
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+    from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
@@ -270,9 +271,11 @@ class _StoredArtifact:
 class InputArtifact(_StoredArtifact):
     """One input artifact: downloaded on first use (once), then listed, read or extracted.
 
-    The raw object is cached in ``<workspace>/.cpworker/inputs/``; ``kind`` is sniffed
-    from its content. A single object that is neither zip nor tar is an artifact with
-    one member named after the object key's base name.
+    The raw object is cached in ``<workspace>/.cpworker/inputs/`` (except after an
+    extraction that streamed large entries straight to their files: asked for later,
+    it is downloaded again); ``kind`` is sniffed from its content. A single object that
+    is neither zip nor tar is an artifact with one member named after the object key's
+    base name.
     """
 
     def __init__(
@@ -345,7 +348,7 @@ class InputArtifact(_StoredArtifact):
             if isinstance(failed.cause, ClientError | BotoCoreError):
                 raise self._download_failure(failed.cause) from failed.cause
             raise failed.cause from None
-        if not complete:  # cancelled
+        if not complete or download.lent:  # cancelled, or no complete copy
             download.path.unlink(missing_ok=True)
             return
         self._path = download.path.with_suffix("")
@@ -457,7 +460,7 @@ class InputArtifact(_StoredArtifact):
                     budget=budget,
                     chunk_bytes=self._settings.chunk_bytes,
                     file_name=self._file_name,
-                    wait=download.wait,
+                    incoming=download,
                 )
             )
             self._finish(download)
@@ -484,7 +487,10 @@ class _Download:
     ``path`` has the object's size from the start; ``wait(start, end)`` returns once
     those bytes are written: by the stream, or by ``fetch_tail``'s ranged GET of the
     end (where a zip keeps its directory), made with ``IfMatch`` so both halves are of
-    one version. Memory stays at one chunk.
+    one version. ``lend(start, end)`` hands a range the stream has not reached to the
+    reader itself, straight from the response: a large entry then goes to its file
+    without passing through this one (written once, not twice), and ``path`` is no
+    complete copy (``lent``). Memory stays at one chunk.
     """
 
     def __init__(
@@ -495,8 +501,12 @@ class _Download:
         self.path, self.size, self._etag = path, response["ContentLength"], response["ETag"]
         self._body = response["Body"]
         self._changed = threading.Condition()
-        self._front = 0  # bytes written from the start
+        self._front = 0  # where the stream is: bytes before it are written, or were lent
+        self._reading_to = 0  # where the stream's read under way ends
         self._tail = self.size  # where the bytes written from the end begin
+        self._lend_at: int | None = None  # where a borrower takes the response over
+        self._lent_out = False  # the response is with the borrower
+        self.lent = False  # some bytes went to a borrower instead of ``path``
         self._failure: BaseException | None = None
         self._done = self._cancelled = False
         with path.open("wb") as out:
@@ -508,19 +518,71 @@ class _Download:
     def _stream(self) -> None:
         try:
             with self._body, self.path.open("r+b", buffering=0) as out:
-                for chunk in self._body.iter_chunks(self._chunk_bytes):
-                    if self._cancelled:
-                        return
+                while size := self._next_read():
+                    chunk = self._body.read(size)
+                    if not chunk:
+                        return  # the body ended early: botocore raised that already
+                    out.seek(self._front)
                     out.write(chunk)
                     with self._changed:
                         self._front += len(chunk)
                         self._changed.notify_all()
+                if not self._cancelled and self._failure is None:
+                    self._body.read(1)  # at the end: botocore checks length and checksum
         except (ClientError, BotoCoreError, OSError) as exc:  # the reader raises it
             self._failure = exc
         finally:
             with self._changed:
                 self._done = True
                 self._changed.notify_all()
+
+    def _next_read(self) -> int:
+        """How many bytes to read next (0: stop), once a borrower gave the response back."""
+        with self._changed:
+            while self._lend_at == self._front and not (self._cancelled or self._failure):
+                self._lent_out = True
+                self._changed.notify_all()
+                while self._lent_out:
+                    self._changed.wait()
+            if self._cancelled or self._failure is not None:
+                return 0
+            size = min(self._chunk_bytes, self.size - self._front)
+            if self._lend_at is not None and self._lend_at > self._front:
+                size = min(size, self._lend_at - self._front)  # stop where the borrower starts
+            self._reading_to = self._front + size
+            return size
+
+    def lend(self, start: int, end: int) -> _Borrowed | None:
+        """A reader of bytes [start, end): those the stream has not reached, up to the
+        tail, straight from the response; None if there are none (read ``path``)."""
+        with self._changed:
+            begin, stop = max(start, self._reading_to), min(end, self._tail)
+            if self._done or self._lend_at is not None or begin >= stop:
+                return None
+            self._lend_at = begin
+        return _Borrowed(self, start, (begin, stop), end)
+
+    def borrow(self) -> StreamingBody:
+        """The response, once the stream stopped where the borrower starts."""
+        with self._changed:
+            while not (self._lent_out or self._done):
+                self._changed.wait()
+            if not self._lent_out:
+                raise _DownloadFailedError(self._failure or RuntimeError("download ended"))
+            return self._body
+
+    def give_back(self, position: int, failure: BaseException | None) -> None:
+        """The borrower is done at ``position``: the stream goes on from there."""
+        with self._changed:
+            if self._lent_out:
+                if position > self._front:  # the borrower read the response that far
+                    self.lent = True
+                    self._front = self._reading_to = position
+                self._lent_out = False
+            if failure is not None and self._failure is None:
+                self._failure = failure
+            self._lend_at = None
+            self._changed.notify_all()
 
     def head(self) -> bytes:
         """The object's first bytes (a zip's magic), once downloaded."""
@@ -566,6 +628,66 @@ class _Download:
         if self._failure is not None:
             raise _DownloadFailedError(self._failure)
         return not self._cancelled or self._front == self.size
+
+
+class _Borrowed(io.RawIOBase):
+    """Bytes [start, end) of a download: the ``lent`` span straight from the response,
+    which goes back to the stream once read (or on close), the others from the file."""
+
+    def __init__(self, download: _Download, start: int, lent: tuple[int, int], end: int) -> None:
+        super().__init__()
+        self._download = download
+        self._position, self._lent, self._end = start, lent, end
+        self._file: io.FileIO | None = None
+        self._body: StreamingBody | None = None
+        self._held = True  # the span is the borrower's until given back
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        position, (begin, stop) = self._position, self._lent
+        if position >= self._end:
+            return 0
+        if begin <= position < stop:
+            count = self._from_response(view[: stop - position])
+        else:
+            count = self._from_file(view[: (begin if position < begin else self._end) - position])
+        self._position += count
+        if self._position == stop:
+            self._give_back(None)
+        return count
+
+    def _from_response(self, view: memoryview) -> int:
+        if self._body is None:
+            self._body = self._download.borrow()
+        try:
+            data = self._body.read(len(view))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._give_back(exc)
+            raise _DownloadFailedError(exc) from exc
+        view[: len(data)] = data
+        return len(data)
+
+    def _from_file(self, view: memoryview) -> int:
+        self._download.wait(self._position, self._position + len(view))
+        if self._file is None:
+            self._file = io.FileIO(self._download.path, "r")
+        self._file.seek(self._position)
+        return self._file.readinto(view) or 0
+
+    def _give_back(self, failure: BaseException | None) -> None:
+        if self._held:
+            self._held = False
+            self._download.give_back(self._position, failure)
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._file is not None:
+                self._file.close()
+            self._give_back(None)
+        super().close()
 
 
 class OutputArtifact(_StoredArtifact):

@@ -6,9 +6,11 @@ and set explicitly otherwise; whichever path, the mode on disk is the archive's.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +164,111 @@ def test_a_large_entry_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
         )
     assert not dest.exists()
     assert _open_descriptors() == descriptors
+
+
+class _Arrived:
+    """A download of ``archive`` that has arrived whole, except the ranges it lends: a
+    download never writes those to the file (zeros stay there), it serves them itself."""
+
+    def __init__(self, archive: Path, data: bytes) -> None:
+        archive.write_bytes(data)
+        self.archive, self.data = archive, data
+        self.lent: list[tuple[int, int]] = []
+        self.given_back = 0
+
+    def wait(self, start: int, end: int) -> None:
+        """Every byte not lent is there."""
+
+    def lend(self, start: int, end: int) -> _LentBytes:
+        self.lent.append((start, end))
+        with self.archive.open("r+b") as file:
+            file.seek(start)
+            file.write(bytes(end - start))
+        return _LentBytes(self, self.data[start:end])
+
+
+class _LentBytes(io.BytesIO):
+    def __init__(self, download: _Arrived, data: bytes) -> None:
+        super().__init__(data)
+        self._download = download
+
+    def close(self) -> None:
+        if not self.closed:
+            self._download.given_back += 1
+        super().close()
+
+
+def _extract_incoming(tmp_path: Path, data: bytes) -> tuple[Path, _Arrived]:
+    """Extract ``data`` as a zip still downloading: the extracted tree and the download."""
+    incoming, dest = _Arrived(tmp_path / "a.zip", data), tmp_path / "out"
+    budget = Budget(1 << 30, 1000)
+    archives.extract(
+        incoming.archive,
+        "zip",
+        dest,
+        budget=budget,
+        chunk_bytes=4096,
+        file_name="x",
+        incoming=incoming,
+    )
+    return dest, incoming
+
+
+def test_a_large_entry_is_read_from_the_download_and_not_from_the_file(tmp_path: Path) -> None:
+    blob = os.urandom(300_000)
+    data = zip_of(("big.bin", blob), *((f"f{i}.txt", f"{i}\n".encode()) for i in range(20)))
+    dest, incoming = _extract_incoming(tmp_path, data)
+
+    assert (dest / "big.bin").read_bytes() == blob
+    assert all((dest / f"f{i}.txt").read_bytes() == f"{i}\n".encode() for i in range(20))
+    [(start, end)] = incoming.lent  # the large entry only, its compressed bytes exactly
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        info = zf.getinfo("big.bin")
+    assert end - start == info.compress_size
+    assert incoming.given_back == 1
+
+
+def test_a_lent_entry_that_fails_gives_the_download_back(tmp_path: Path) -> None:
+    data = _patched(zip_of(("big.bin", os.urandom(200_000)), ("f.txt", b"x")), 16, 0)
+    incoming = _Arrived(tmp_path / "a.zip", data)
+    with pytest.raises(archives.CorruptArchiveError, match=r"'big\.bin' fails its CRC check"):
+        archives.extract(
+            incoming.archive,
+            "zip",
+            tmp_path / "out",
+            budget=Budget(1 << 30, 1000),
+            chunk_bytes=4096,
+            file_name="x",
+            incoming=incoming,
+        )
+    assert not (tmp_path / "out").exists()
+    assert incoming.lent
+    assert incoming.given_back == len(incoming.lent)
+
+
+def _overlapping_zip() -> tuple[bytes, bytes, bytes]:
+    """A zip whose large entry's bytes hold the whole of a second entry, header and all
+    (as overlapping-entry bombs do): (the zip, the large entry's data, the second's)."""
+    inner_data = b"inner file\n"
+    inner = zipfile.ZipInfo("inner.txt")
+    inner.compress_type = zipfile.ZIP_STORED
+    inner.CRC, inner.file_size, inner.compress_size = zlib.crc32(inner_data), 11, 11
+    prefix = os.urandom(100_000)
+    outer_data = prefix + inner.FileHeader() + inner_data + os.urandom(100_000)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("outer.bin", outer_data)
+        outer = zf.getinfo("outer.bin")
+        inner.header_offset = outer.header_offset + len(outer.FileHeader()) + len(prefix)
+        zf.filelist.append(inner)  # listed in the directory, its bytes inside outer.bin's
+        zf.NameToInfo[inner.filename] = inner
+    return buffer.getvalue(), outer_data, inner_data
+
+
+def test_an_entry_whose_bytes_hold_another_entry_is_read_from_the_file(tmp_path: Path) -> None:
+    data, outer_data, inner_data = _overlapping_zip()
+    dest, incoming = _extract_incoming(tmp_path, data)
+
+    assert (dest / "outer.bin").read_bytes() == outer_data
+    assert (dest / "inner.txt").read_bytes() == inner_data
+    assert incoming.lent == []

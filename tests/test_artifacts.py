@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tracemalloc
 import uuid
@@ -28,7 +29,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ResponseStreamingError
 from cpw_archives import zip_of
 
 from cpworker.artifacts import (
@@ -36,6 +37,7 @@ from cpworker.artifacts import (
     ArtifactSettings,
     InputArtifact,
     OutputArtifact,
+    _Download,
     artifact_s3_client,
 )
 from cpworker.errors import ConfigurationError, JobFailed, PermissionError, RevisionUnavailable
@@ -354,9 +356,119 @@ def test_large_zip_extracted_while_downloading(make_input: InputFactory, workspa
     artifact = make_input(zip_of(("a/blob.bin", blob), ("b.txt", b"text")))
     dest = artifact.extract()
     assert (dest / "a/blob.bin").read_bytes() == blob
-    assert artifact.names() == ["a/blob.bin", "b.txt"]  # the download is kept
+    assert artifact.names() == ["a/blob.bin", "b.txt"]  # kept, or downloaded again
     assert artifact.kind == "zip"
     assert not list(workspace.rglob("*.part"))
+
+
+class _Scripted:
+    """A response body that holds its reads once ``hold_after`` bytes were read, until
+    ``gate`` opens, and fails, as a dropped connection does, once ``break_after`` were."""
+
+    def __init__(
+        self, body: Any, gate: threading.Event, hold_after: int, break_after: int | None = None
+    ) -> None:
+        self._body, self._gate, self._read = body, gate, 0
+        self._hold_after, self._break_after = hold_after, break_after
+
+    def read(self, amount: int | None = None) -> bytes:
+        if self._read >= self._hold_after:
+            assert self._gate.wait(timeout=120), "the test never opened the gate"
+        if self._break_after is not None and self._read >= self._break_after:
+            raise ResponseStreamingError(error="Connection broken: connection reset by peer")
+        data: bytes = self._body.read(amount)
+        self._read += len(data)
+        return data
+
+    def __enter__(self) -> _Scripted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._body.close()
+
+
+def _script_first_get(client: Any, **script: Any) -> None:
+    """Script the body of ``client``'s next GetObject (a whole object's, not its end's)."""
+    gets: list[int] = []
+
+    def scripted(parsed: dict[str, Any], **_: Any) -> None:
+        gets.append(1)
+        if len(gets) == 1:
+            parsed["Body"] = _Scripted(parsed["Body"], **script)
+
+    client.meta.events.register("after-call.s3.GetObject", scripted)
+
+
+@pytest.fixture
+def lent_gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once an extraction asked its download to lend an entry's bytes."""
+    gate = threading.Event()
+    lend = _Download.lend
+
+    def lend_then_open(download: _Download, start: int, end: int) -> Any:
+        try:
+            return lend(download, start, end)
+        finally:
+            gate.set()
+
+    monkeypatch.setattr(_Download, "lend", lend_then_open)
+    return gate
+
+
+def test_a_large_entry_is_written_once_and_no_copy_of_the_zip_is_kept(
+    make_input: InputFactory, job_client: Any, workspace: Path, lent_gate: threading.Event
+) -> None:
+    # The stream is held until the extraction borrows the blob's bytes, which then go
+    # from the response to the blob's file; its last 8 MiB came with the zip's end
+    blob = os.urandom(12 * 1024 * 1024)
+    artifact = make_input(zip_of(("blob.bin", blob), ("b.txt", b"b")))
+    _script_first_get(job_client, gate=lent_gate, hold_after=1024 * 1024)
+    dest = artifact.extract()
+    assert (dest / "blob.bin").read_bytes() == blob
+    assert (dest / "b.txt").read_bytes() == b"b"
+    assert list((workspace / ".cpworker" / "inputs").iterdir()) == []  # the tree alone
+    assert artifact.read_text("b.txt") == "b"  # asked for later: downloaded again
+
+
+def test_a_download_that_breaks_in_a_lent_entry_fails_the_job_and_leaves_nothing(
+    make_input: InputFactory, job_client: Any, workspace: Path, lent_gate: threading.Event
+) -> None:
+    # The connection breaks while the extraction itself reads the blob's bytes
+    artifact = make_input(zip_of(("blob.bin", os.urandom(12 * 1024 * 1024)), ("b.txt", b"b")))
+    mib = 1024 * 1024
+    _script_first_get(job_client, gate=lent_gate, hold_after=mib, break_after=3 * mib)
+    failure = assert_failed_cleanly(artifact, workspace, "could not download input artifact")
+    assert "connection reset by peer" in failure.message
+    assert list((workspace / ".cpworker" / "inputs").iterdir()) == []
+
+
+def test_a_lent_range_comes_from_the_response_and_is_never_written_to_the_file(
+    s3: Any, job_client: Any, bucket: str, workspace: Path
+) -> None:
+    # What lets a large zip entry go to its file once: the bytes a reader borrows skip
+    # the download's file; the rest, before and after, is written there as usual
+    mib = 1024 * 1024
+    data = os.urandom(6 * mib)
+    s3.put_object(Bucket=bucket, Key="obj", Body=data)
+    gate = threading.Event()
+    _script_first_get(job_client, gate=gate, hold_after=mib)
+    part = workspace / "obj.part"
+    download = _Download(job_client, bucket, "obj", part, ArtifactSettings(chunk_bytes=mib // 4))
+    download.wait(0, mib)  # the stream is held after its first MiB
+    borrowed = download.lend(2 * mib, 4 * mib)
+    assert borrowed is not None
+    gate.set()
+    with borrowed:
+        lent = borrowed.read()
+
+    assert download.join()  # complete, the response's length and checksum checked
+    assert lent == data[2 * mib : 4 * mib]
+    on_disk = part.read_bytes()
+    assert on_disk[: 2 * mib] == data[: 2 * mib]
+    assert on_disk[2 * mib : 4 * mib] == bytes(2 * mib)  # never written
+    assert on_disk[4 * mib :] == data[4 * mib :]
+    assert download.lent
+    assert download.lend(5 * mib, 6 * mib) is None  # the stream is past it: read the file
 
 
 def test_large_hostile_zip_is_refused_while_downloading(
