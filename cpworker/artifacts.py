@@ -40,7 +40,7 @@ from typing import (
 
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError
 
 from cpworker import archives
 from cpworker.errors import (
@@ -520,8 +520,10 @@ class _Download:
             with self._body, self.path.open("r+b", buffering=0) as out:
                 while size := self._next_read():
                     chunk = self._body.read(size)
-                    if not chunk:
-                        return  # the body ended early: botocore raised that already
+                    if not chunk:  # botocore raises this itself; an early end never passes
+                        raise IncompleteReadError(
+                            actual_bytes=self._front, expected_bytes=self.size
+                        )
                     out.seek(self._front)
                     out.write(chunk)
                     with self._changed:
