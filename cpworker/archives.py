@@ -1375,10 +1375,9 @@ class _Lender:
             with io.BufferedReader(_ZipEntryReader(handle, entry)) as reader:
                 yield reader
             return
-        with lent:
-            source = io.BufferedReader(_Metered(lent, self._budget), _LENT_READ)
-            with io.BufferedReader(_ZipEntryReader(source, entry)) as reader:
-                yield reader
+        source = io.BufferedReader(_Metered(lent, self._budget))  # reads pass its buffer
+        with lent, io.BufferedReader(_ZipEntryReader(source, entry)) as reader:
+            yield reader
 
     def _lend(self, start: int, end: int) -> io.RawIOBase | None:
         if self._entries is None:
@@ -1388,9 +1387,6 @@ class _Lender:
         if bisect.bisect_left(self._starts, start) != bisect.bisect_left(self._starts, end):
             return None  # another entry starts among these bytes (overlapping entries)
         return self._incoming.lend(start, end)
-
-
-_LENT_READ = 1024 * 1024  # bytes read from a lent download at a time
 
 
 _KEPT_BYTES = 8 * 1024 * 1024  # memory a zip's entries may take to be read only once

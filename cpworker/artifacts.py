@@ -21,6 +21,7 @@ import posixpath
 import re
 import shutil
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -54,7 +55,6 @@ from cpworker.redact import scrub
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
-    from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
@@ -69,6 +69,7 @@ _DENIED = frozenset({"AccessDenied", "AllAccessDisabled"})
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket"})
 _MIN_PART = 5 * MIB  # S3's smallest part (but the last)
 _TAIL_BYTES = 8 * MIB  # fetched first when a zip is extracted while downloading
+_HANDED_CHUNKS = 1  # chunks of a lent span that wait in memory for the extraction
 _SESSION_LOCK = threading.Lock()
 _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
 
@@ -487,10 +488,11 @@ class _Download:
     ``path`` has the object's size from the start; ``wait(start, end)`` returns once
     those bytes are written: by the stream, or by ``fetch_tail``'s ranged GET of the
     end (where a zip keeps its directory), made with ``IfMatch`` so both halves are of
-    one version. ``lend(start, end)`` hands a range the stream has not reached to the
-    reader itself, straight from the response: a large entry then goes to its file
-    without passing through this one (written once, not twice), and ``path`` is no
-    complete copy (``lent``). Memory stays at one chunk.
+    one version. ``lend(start, end)`` gives a reader the bytes of a range the stream has
+    not reached yet in memory, handed over as they arrive, instead of through ``path``:
+    a large entry then goes to its file written once, not twice, while the stream goes
+    on receiving and checksumming on its own thread; ``path`` is then no complete copy
+    (``lent``). Memory stays at a few chunks.
     """
 
     def __init__(
@@ -501,12 +503,12 @@ class _Download:
         self.path, self.size, self._etag = path, response["ContentLength"], response["ETag"]
         self._body = response["Body"]
         self._changed = threading.Condition()
-        self._front = 0  # where the stream is: bytes before it are written, or were lent
+        self._front = 0  # where the stream is: bytes before it are written, or handed over
         self._reading_to = 0  # where the stream's read under way ends
         self._tail = self.size  # where the bytes written from the end begin
-        self._lend_at: int | None = None  # where a borrower takes the response over
-        self._lent_out = False  # the response is with the borrower
-        self.lent = False  # some bytes went to a borrower instead of ``path``
+        self._span: tuple[int, int] | None = None  # lent: handed over, not written
+        self._handed: deque[bytes] = deque()  # chunks of the span not taken yet
+        self.lent = False  # some bytes were handed over instead of written to ``path``
         self._failure: BaseException | None = None
         self._done = self._cancelled = False
         with path.open("wb") as out:
@@ -524,8 +526,9 @@ class _Download:
                         raise IncompleteReadError(
                             actual_bytes=self._front, expected_bytes=self.size
                         )
-                    out.seek(self._front)
-                    out.write(chunk)
+                    if not self._hand_over(chunk):
+                        out.seek(self._front)
+                        out.write(chunk)
                     with self._changed:
                         self._front += len(chunk)
                         self._changed.notify_all()
@@ -539,51 +542,61 @@ class _Download:
                 self._changed.notify_all()
 
     def _next_read(self) -> int:
-        """How many bytes to read next (0: stop), once a borrower gave the response back."""
+        """How many bytes to read next (0: stop): a read ends where a lent span begins,
+        and one inside the span ends with it."""
         with self._changed:
-            while self._lend_at == self._front and not (self._cancelled or self._failure):
-                self._lent_out = True
-                self._changed.notify_all()
-                while self._lent_out:
-                    self._changed.wait()
             if self._cancelled or self._failure is not None:
                 return 0
-            size = min(self._chunk_bytes, self.size - self._front)
-            if self._lend_at is not None and self._lend_at > self._front:
-                size = min(size, self._lend_at - self._front)  # stop where the borrower starts
+            end = self.size
+            if self._span is not None:
+                begin, stop = self._span
+                end = begin if self._front < begin else stop if self._front < stop else end
+            size = min(self._chunk_bytes, end - self._front)
             self._reading_to = self._front + size
             return size
 
+    def _hand_over(self, chunk: bytes) -> bool:
+        """Give ``chunk`` to the borrower if it is of the lent span, once fewer than
+        ``_HANDED_CHUNKS`` wait for it; False: ``path`` gets it."""
+        with self._changed:
+            while self._lending() and len(self._handed) >= _HANDED_CHUNKS:
+                self._changed.wait()
+            if not self._lending():
+                return False
+            self._handed.append(chunk)
+            self.lent = True
+            self._changed.notify_all()
+            return True
+
+    def _lending(self) -> bool:
+        span = self._span
+        return span is not None and span[0] <= self._front < span[1] and not self._cancelled
+
     def lend(self, start: int, end: int) -> _Borrowed | None:
         """A reader of bytes [start, end): those the stream has not reached, up to the
-        tail, straight from the response; None if there are none (read ``path``)."""
+        tail, handed over in memory; None if there are none (read ``path``)."""
         with self._changed:
             begin, stop = max(start, self._reading_to), min(end, self._tail)
-            if self._done or self._lend_at is not None or begin >= stop:
+            if self._done or self._span is not None or begin >= stop:
                 return None
-            self._lend_at = begin
+            self._span = (begin, stop)
         return _Borrowed(self, start, (begin, stop), end)
 
-    def borrow(self) -> StreamingBody:
-        """The response, once the stream stopped where the borrower starts."""
+    def take(self) -> bytes:
+        """The next chunk of the lent span, in order, once the stream received it."""
         with self._changed:
-            while not (self._lent_out or self._done):
+            while not self._handed and not self._done:
                 self._changed.wait()
-            if not self._lent_out:
-                raise _DownloadFailedError(self._failure or RuntimeError("download ended"))
-            return self._body
+            if not self._handed:
+                raise _DownloadFailedError(self._failure or RuntimeError("download cancelled"))
+            self._changed.notify_all()
+            return self._handed.popleft()
 
-    def give_back(self, position: int, failure: BaseException | None) -> None:
-        """The borrower is done at ``position``: the stream goes on from there."""
+    def give_back(self) -> None:
+        """The borrower is done: the rest of the span goes to ``path`` as usual."""
         with self._changed:
-            if self._lent_out:
-                if position > self._front:  # the borrower read the response that far
-                    self.lent = True
-                    self._front = self._reading_to = position
-                self._lent_out = False
-            if failure is not None and self._failure is None:
-                self._failure = failure
-            self._lend_at = None
+            self._span = None
+            self._handed.clear()
             self._changed.notify_all()
 
     def head(self) -> bytes:
@@ -622,7 +635,9 @@ class _Download:
                 raise _DownloadFailedError(self._failure)
 
     def cancel(self) -> None:
-        self._cancelled = True
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify_all()
 
     def join(self) -> bool:
         """Wait for the stream's end: True if complete, False if cancelled; its failure raised."""
@@ -633,15 +648,15 @@ class _Download:
 
 
 class _Borrowed(io.RawIOBase):
-    """Bytes [start, end) of a download: the ``lent`` span straight from the response,
-    which goes back to the stream once read (or on close), the others from the file."""
+    """Bytes [start, end) of a download: the ``lent`` span from the chunks the stream
+    hands over, the bytes around it from the file; closing it gives the span back."""
 
     def __init__(self, download: _Download, start: int, lent: tuple[int, int], end: int) -> None:
         super().__init__()
         self._download = download
         self._position, self._lent, self._end = start, lent, end
         self._file: io.FileIO | None = None
-        self._body: StreamingBody | None = None
+        self._chunk = memoryview(b"")  # what is left of the chunk being read
         self._held = True  # the span is the borrower's until given back
 
     def readable(self) -> bool:
@@ -653,24 +668,21 @@ class _Borrowed(io.RawIOBase):
         if position >= self._end:
             return 0
         if begin <= position < stop:
-            count = self._from_response(view[: stop - position])
+            count = self._handed(view[: stop - position])
         else:
             count = self._from_file(view[: (begin if position < begin else self._end) - position])
         self._position += count
         if self._position == stop:
-            self._give_back(None)
+            self._give_back()
         return count
 
-    def _from_response(self, view: memoryview) -> int:
-        if self._body is None:
-            self._body = self._download.borrow()
-        try:
-            data = self._body.read(len(view))
-        except (ClientError, BotoCoreError, OSError) as exc:
-            self._give_back(exc)
-            raise _DownloadFailedError(exc) from exc
-        view[: len(data)] = data
-        return len(data)
+    def _handed(self, view: memoryview) -> int:
+        if not self._chunk:
+            self._chunk = memoryview(self._download.take())
+        count = min(len(view), len(self._chunk))
+        view[:count] = self._chunk[:count]
+        self._chunk = self._chunk[count:]
+        return count
 
     def _from_file(self, view: memoryview) -> int:
         self._download.wait(self._position, self._position + len(view))
@@ -679,16 +691,16 @@ class _Borrowed(io.RawIOBase):
         self._file.seek(self._position)
         return self._file.readinto(view) or 0
 
-    def _give_back(self, failure: BaseException | None) -> None:
+    def _give_back(self) -> None:
         if self._held:
             self._held = False
-            self._download.give_back(self._position, failure)
+            self._download.give_back()
 
     def close(self) -> None:
         if not self.closed:
             if self._file is not None:
                 self._file.close()
-            self._give_back(None)
+            self._give_back()
         super().close()
 
 
