@@ -433,7 +433,7 @@ def test_a_large_entry_is_written_once_and_no_copy_of_the_zip_is_kept(
 def test_a_download_that_breaks_in_a_lent_entry_fails_the_job_and_leaves_nothing(
     make_input: InputFactory, job_client: Any, workspace: Path, lent_gate: threading.Event
 ) -> None:
-    # The connection breaks while the extraction itself reads the blob's bytes
+    # The connection breaks inside the blob's bytes, while they are lent to the extraction
     artifact = make_input(zip_of(("blob.bin", os.urandom(12 * 1024 * 1024)), ("b.txt", b"b")))
     mib = 1024 * 1024
     _script_first_get(job_client, gate=lent_gate, hold_after=mib, break_after=3 * mib)
