@@ -55,7 +55,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
@@ -1333,7 +1333,7 @@ def _extract_zip(
     directory = _open_archive(stack, archive, None, incoming)
     data = _open_archive(stack, archive, ex.budget, incoming)
     entries = _expected_entries(directory, ex.budget)
-    lender = _Lender(entries, incoming, ex.budget) if incoming is not None else None
+    lender = _Lender(entries, incoming, ex.budget)
     for entry in entries:
         ex.begin(entry.name)
         mode = entry.mode
@@ -1346,20 +1346,19 @@ def _extract_zip(
             ex.special(entry.name)
         elif _is_small(entry, ex.chunk_bytes):
             ex.file(entry.name, _whole_entry(data, entry), mode)
-        elif lender is not None:
-            with lender.open(data, entry) as source:
-                ex.file(entry.name, ex.chunks(source), mode)
         else:
-            with _open_zip_entry(data, entry) as source:
+            with lender.open(data, entry) as source:
                 ex.file(entry.name, ex.chunks(source), mode)
 
 
 class _Lender:
-    """Large entries of a zip still downloading, read from the download itself
-    (``Incoming.lend``) when no other entry's header lies among their bytes: then no
-    other entry reads them, and they need not be in the file."""
+    """Large entries, read from the file, or, from a zip still downloading, from the
+    download itself (``Incoming.lend``) when no other entry's header lies among their
+    bytes: then no other entry reads them, and they need not be in the file."""
 
-    def __init__(self, entries: Iterable[_ZipEntry], incoming: Incoming, budget: Budget) -> None:
+    def __init__(
+        self, entries: Iterable[_ZipEntry], incoming: Incoming | None, budget: Budget
+    ) -> None:
         self._entries = entries if isinstance(entries, list) else None  # else: too many
         self._starts: list[int] | None = None
         self._incoming = incoming
@@ -1371,16 +1370,14 @@ class _Lender:
         _seek_data(handle, entry)
         start = handle.tell()
         lent = self._lend(start, start + entry.compressed)
-        if lent is None:
-            with io.BufferedReader(_ZipEntryReader(handle, entry)) as reader:
-                yield reader
-            return
-        source = io.BufferedReader(_Metered(lent, self._budget))  # reads pass its buffer
-        with lent, io.BufferedReader(_ZipEntryReader(source, entry)) as reader:
+        # Reads pass the lent reader's small buffer; what it lends is metered here.
+        source = handle if lent is None else io.BufferedReader(_Metered(lent, self._budget))
+        owned: AbstractContextManager[object] = nullcontext() if lent is None else lent
+        with owned, io.BufferedReader(_ZipEntryReader(source, entry)) as reader:
             yield reader
 
     def _lend(self, start: int, end: int) -> io.RawIOBase | None:
-        if self._entries is None:
+        if self._incoming is None or self._entries is None:
             return None
         if self._starts is None:
             self._starts = sorted(entry.offset for entry in self._entries)
