@@ -555,7 +555,8 @@ def parser() -> argparse.ArgumentParser:
         "ops=PollForJobs|PutJobSuccessResult|GetObject,seed=7': throttle answers"
         " ThrottlingException (S3: SlowDown), 5xx a 500/503, reset drops the connection"
         " before the request is processed, lost after it; ops limits them to those"
-        " CodePipeline or S3 operations ('S3': all of S3); seed makes them repeatable",
+        " CodePipeline or S3 operations ('S3': all of S3); seed makes them repeatable;"
+        " latency=0.02 holds each of those requests that many seconds",
     )
     loc.set_defaults(func=local)
 

@@ -16,7 +16,12 @@ each signed S3 request draws once; the probabilities are of disjoint outcomes::
 Every fault but ``lost`` is decided and answered before the engine or moto sees the
 request. ``ops`` limits faults to the named operations: CodePipeline operation names,
 the S3 names in :data:`S3_OPERATIONS`, or ``S3`` for every S3 request. With ``seed``
-the same sequence of requests meets the same sequence of faults. cpworker's own
+the same sequence of requests meets the same sequence of faults.
+
+``latency=0.02`` holds each of those requests (within ``ops``) that many seconds before
+it is answered, faulted or not, as the network and the service of a real region would:
+a client that waits for each call in turn is then measured as it would run against AWS
+rather than against a server on the same machine. cpworker's own
 ``CpworkerLocal.*`` operations, the engine's own S3/KMS/STS calls and every other
 service are never faulted.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -56,6 +62,7 @@ S3_OPERATIONS = frozenset(
 """The S3 operations told apart (coarsely, by method, path and query); others are ``S3``."""
 
 _KEYS = {"throttle": "throttle", "5xx": "server_error", "reset": "reset", "lost": "lost"}
+MAX_LATENCY_S = 60.0
 
 
 class Fault(Enum):
@@ -113,11 +120,15 @@ class FaultSettings:
     lost: float = 0.0
     operations: frozenset[str] = field(default_factory=frozenset)
     seed: int | None = None
+    latency: float = 0.0
+    """Seconds each request waits before its answer."""
 
     def __post_init__(self) -> None:
         chances = (self.throttle, self.server_error, self.reset, self.lost)
         if not all(0.0 <= chance <= 1.0 for chance in chances):
             raise ValueError("fault probabilities must be between 0 and 1")
+        if not 0.0 <= self.latency <= MAX_LATENCY_S:
+            raise ValueError(f"latency must be between 0 and {MAX_LATENCY_S:g} seconds")
         if sum(chances) > 1.0 + 1e-9:
             raise ValueError("fault probabilities must add up to at most 1")
         unknown = set(self.operations) - _known_operations()
@@ -129,7 +140,8 @@ class FaultSettings:
 
     @classmethod
     def parse(cls, text: str) -> FaultSettings:
-        """``throttle=0.3,5xx=0.1,reset=0.05,lost=0.02,ops=PollForJobs|GetObject,seed=7``."""
+        """``throttle=0.3,5xx=0.1,reset=0.05,lost=0.02,ops=PollForJobs|GetObject,seed=7``
+        (and ``latency=0.02``, in seconds)."""
         values: dict[str, Any] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, value = item.partition("=")
@@ -143,10 +155,12 @@ class FaultSettings:
                     values["operations"] = frozenset(op.strip() for op in value.split("|"))
                 elif name == "seed":
                     values["seed"] = int(value)
+                elif name == "latency":
+                    values["latency"] = float(value)
                 else:
                     raise KeyError(name)
             except KeyError:
-                known = ", ".join([*_KEYS, "ops", "seed"])
+                known = ", ".join([*_KEYS, "ops", "seed", "latency"])
                 raise ValueError(f"{name!r} is not a fault setting ({known})") from None
             except ValueError:
                 raise ValueError(f"{item!r}: expected {name or 'name'}=value") from None
@@ -179,20 +193,22 @@ class FaultInjector:
         self._bands = tuple(bands)
 
     def codepipeline(self, operation: str) -> Fault | None:
-        """The fault of one CodePipeline request."""
+        """The fault of one CodePipeline request, once its latency has passed."""
         operations = self.settings.operations
         if operations and operation not in operations:
             return None
         return self._draw()
 
     def s3(self, environ: dict[str, Any]) -> Fault | None:
-        """The fault of one S3 request."""
+        """The fault of one S3 request, once its latency has passed."""
         operations = self.settings.operations
         if operations and S3 not in operations and s3_operation(environ) not in operations:
             return None
         return self._draw()
 
     def _draw(self) -> Fault | None:
+        if self.settings.latency:
+            time.sleep(self.settings.latency)  # the server answers each request on its own thread
         with self._lock:
             draw = self._random.random()
         for upper, fault in self._bands:

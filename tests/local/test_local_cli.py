@@ -74,6 +74,7 @@ def test_local_injects_the_faults_it_is_given() -> None:
         ("throttle=2", "fault probabilities must be between 0 and 1"),
         ("ops=PollForJob", "unknown operation(s) PollForJob"),
         ("slow=0.1", "'slow' is not a fault setting"),
+        ("latency=61", "latency must be between 0 and 60 seconds"),
     ],
 )
 def test_local_refuses_a_bad_fault_spec(spec: str, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,6 +84,25 @@ def test_throttling_answers_in_each_services_wire_form(
     # operations outside ops are not touched
     assert "actionTypes" in codepipeline.list_action_types()
     assert s3.head_object(Bucket="chaos-throttle", Key="k")["ContentLength"] == 1
+
+
+def test_latency_holds_each_request_within_ops_and_then_answers_it(
+    chaos: LocalCodePipeline, clients: Clients
+) -> None:
+    codepipeline, s3 = clients("codepipeline"), clients("s3")
+    s3.create_bucket(Bucket="chaos-latency")
+    s3.put_object(Bucket="chaos-latency", Key="k", Body=b"x")
+    chaos.set_faults(FaultSettings.parse("latency=0.4,ops=ListPipelines|GetObject"))
+
+    began = time.monotonic()
+    pipelines = codepipeline.list_pipelines()
+    body = s3.get_object(Bucket="chaos-latency", Key="k")["Body"].read()
+    held = time.monotonic() - began
+
+    # each held call is answered as usual, after its latency
+    assert "pipelines" in pipelines
+    assert body == b"x"
+    assert held >= 0.8
 
 
 def test_5xx_answers_500_or_503(chaos: LocalCodePipeline, clients: Clients) -> None:
