@@ -8,7 +8,9 @@ AcknowledgeThirdPartyJob, PutThirdPartyJob*Result). A job's life (see the README
 "Reliability"):
 
 1. A slot is free → the source polls for at most that many jobs; a job that
-   cannot be read is failed alone, never its batch. When idle, the loop backs off;
+   cannot be read is failed alone, never its batch. While polls come back full, a
+   second poller asks for the slots freed while a poll is out (each poll reserves the
+   slots it asks for). When idle, the loop backs off;
    with a wake queue (``cpworker.wake``) it polls a type when an action-started event
    says a job waits, and otherwise only once per type every ``poll_interval_max_s``.
 2. The job is claimed: acknowledged with the nonce (InvalidNonce: another worker
@@ -238,6 +240,8 @@ class Worker:
         self._stopping = threading.Event()
         self._slots = threading.Condition()
         self._running: dict[str, _InFlight] = {}
+        self._reserved = 0  # slots a poll in flight has asked jobs for
+        self._loaded = threading.Event()  # the last poll came back full: more jobs wait
         self._undelivered: dict[str, _Undelivered] = {}
         self._identity = Identity.of(os.getpid())
         self._journal: Journal | None = None
@@ -327,12 +331,25 @@ class Worker:
         )
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
 
-    def _free_slots(self) -> int:
-        """Wait for at least one free slot (or shutdown); returns how many are free."""
+    def _unreserved(self) -> int:
+        """Free slots that no poll in flight has asked a job for."""
+        return self.settings.concurrency - self._busy() - self._reserved
+
+    def _reserve_slots(self) -> int:
+        """Wait for at least one free slot that no poll in flight asks for (or shutdown);
+        reserves and returns them all."""
         with self._slots:
-            while self._busy() >= self.settings.concurrency and not self._stopping.is_set():
+            while self._unreserved() <= 0 and not self._stopping.is_set():
                 self._slots.wait()
-            return self.settings.concurrency - self._busy()
+            free = max(0, self._unreserved())
+            self._reserved += free
+            return free
+
+    def _unreserve(self, count: int) -> None:
+        """Give back slots a poll asked for and got no job for."""
+        with self._slots:
+            self._reserved -= count
+            self._slots.notify_all()
 
     def _free_slot(self, flight: _InFlight) -> None:
         """The job's handler is done: its slot takes the next job while the result is
@@ -354,6 +371,8 @@ class Worker:
     # -- polling ---------------------------------------------------------------------------
 
     def _poll_on_backoff(self) -> None:
+        second = threading.Thread(target=self._poll_under_load, name="cpworker-poller", daemon=True)
+        second.start()
         idle = 0
         rotation = itertools.cycle(self.specs)
         while not self._stopping.is_set():
@@ -361,6 +380,19 @@ class Worker:
             idle = 0 if received else idle + 1
             if idle:
                 self._stopping.wait(self._idle_delay(idle))
+        self._loaded.set()  # lets the second poller see the shutdown
+        second.join()
+
+    def _poll_under_load(self) -> None:
+        """The second poller: while polls come back full (jobs wait), a slot freed while a
+        poll is out is polled for at once instead of after that poll returns (a whole
+        round trip against a remote CodePipeline). Idle, it waits for the main loop, so
+        an idle worker's polls stay one at a time, on the backoff."""
+        rotation = itertools.cycle(self.specs)
+        while not self._stopping.is_set():
+            self._loaded.wait()
+            if not self._stopping.is_set():
+                self._poll(next(rotation))
 
     def _poll_when_woken(self, schedule: WakeSchedule) -> None:
         """Poll the types the schedule says are due: woken by an event, after a full
@@ -390,39 +422,54 @@ class Worker:
         assert self._schedule is not None
         with self._slots:
             while not self._stopping.is_set():
-                free = self.settings.concurrency - self._busy() - self._schedule.held()
+                free = self._unreserved() - self._schedule.held()
                 if free > 0:
                     return free
                 self._slots.wait()
             return 0
 
     def _poll(self, spec: ActionSpec) -> tuple[int, int]:
-        """Poll ``spec`` for as many jobs as slots are free and start them: how many were
-        asked for, and how many came (none asked for when the poll failed)."""
-        free = self._free_slots()
-        if self._stopping.is_set() or free <= 0:
-            return 0, 0
+        """Poll ``spec`` for as many jobs as slots are free and not asked for by another
+        poll in flight, and start them: how many were asked for, and how many came (none
+        asked for when the poll failed). A full answer keeps the second poller going."""
+        free = self._reserve_slots()
+        started = 0
         try:
-            jobs = self._sources[spec.type_id.owner].poll(spec, free, self._stopping)
+            jobs = self._ask(spec, free) if free > 0 and not self._stopping.is_set() else None
+            if jobs is None:
+                return 0, 0
+            if len(jobs) >= free:
+                self._loaded.set()
+            else:
+                self._loaded.clear()
+            self._metrics.polled(str(spec.type_id), len(jobs))
+            for job in jobs:
+                if self._stopping.is_set():
+                    break  # never claim a job that cannot start: CodePipeline dispatches it again
+                started += 1  # counted first: a slot is never given back twice
+                self._start(spec, job)
+            return free, len(jobs)
+        finally:
+            self._unreserve(free - started)
+
+    def _ask(self, spec: ActionSpec, count: int) -> list[PolledJob] | None:
+        """Up to ``count`` jobs of ``spec``; ``None`` (logged) when the poll failed."""
+        try:
+            return self._sources[spec.type_id.owner].poll(spec, count, self._stopping)
         except Exception as exc:  # noqa: BLE001 - a failed poll must not stop the worker
             if not self._stopping.is_set():
                 log.error(
                     "polling failed",
                     extra={"action_type": str(spec.type_id), "error": error_code(exc) or repr(exc)},
                 )
-            return 0, 0
-        self._metrics.polled(str(spec.type_id), len(jobs))
-        for job in jobs:
-            if self._stopping.is_set():
-                break  # never claim a job that cannot start: CodePipeline dispatches it again
-            self._start(spec, job)
-        return free, len(jobs)
+            return None
 
     def _start(self, spec: ActionSpec, polled: PolledJob) -> None:
         flight = _InFlight(spec, polled)
         flight.log.info("job received")
-        with self._slots:
+        with self._slots:  # one step: the reserved slot becomes the job's
             self._running[polled.id] = flight
+            self._reserved -= 1
         self._metrics.job_received(str(spec.type_id), polled.id, flight.started + spec.timeout_s)
         thread = threading.Thread(
             target=self._process, args=(flight,), name=f"job-{polled.id}", daemon=True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +84,24 @@ def sleep(job: Job[SleepConfig]) -> Success:
     _spy("runs", job.id)
     time.sleep(job.config.Seconds)
     return Success(summary=f"slept {job.config.Seconds:g} s")
+
+
+GATES: dict[str, threading.Event] = {}
+"""The ``gate`` action's gates, by name; a test makes one and opens it to let its job
+finish (with ``isolation="thread"``, where the handler runs in the test's process)."""
+
+
+class GateConfig(BaseModel):
+    Gate: str = "open"
+
+
+@app.action(category="Test", provider="CpwGate", config=GateConfig, inputs=(0, 1))
+def gate(job: Job[GateConfig]) -> Success:
+    """Succeed once the job's gate is open (``open``: at once)."""
+    name = job.config.Gate
+    if name != "open" and not GATES[name].wait(timeout=60):
+        raise RuntimeError(f"gate {name} was never opened")
+    return Success(summary=f"passed gate {name}")
 
 
 @app.action(category="Test", provider="CpwBoom", inputs=(0, 1))

@@ -1,0 +1,126 @@
+"""How a worker polls: under load a slot freed while a poll is out gets a poll of its own;
+idle, one poll at a time on the backoff. Against a real local CodePipeline; the worker's client
+is watched (not changed) to see which polls are out together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Run, fast_settings, until
+from cpw_test_apps import GATES, app
+
+from cpworker.api import CodePipelineAPI, RetryPolicy
+from cpworker.local.server import LocalCodePipeline
+from cpworker.worker import Worker
+
+StartPipeline = Callable[..., Run]
+
+
+class Polls:
+    """Wraps a client's ``poll_for_jobs``: what each poll asked for, and the most polls
+    that were out at once. ``hold`` runs inside poll number N (1-based) before it is sent."""
+
+    def __init__(self, client: Any, hold: Callable[[int], None] = lambda _n: None) -> None:
+        self.asked: list[int] = []
+        self.out = self.most = 0
+        self.together = threading.Event()  # two polls were out at once
+        self._lock = threading.Lock()
+        real = client.poll_for_jobs
+
+        def poll(**request: Any) -> Any:
+            with self._lock:
+                self.asked.append(request["maxBatchSize"])
+                number = len(self.asked)
+                self.out += 1
+                self.most = max(self.most, self.out)
+                if self.out > 1:
+                    self.together.set()
+            try:
+                hold(number)
+                return real(**request)
+            finally:
+                with self._lock:
+                    self.out -= 1
+
+        client.poll_for_jobs = poll
+
+
+@pytest.fixture
+def serve(
+    aws: Callable[..., Any], local: LocalCodePipeline, workspace_root: Path, state_dir: Path
+) -> Iterator[Callable[..., Worker]]:
+    """Factory: a worker of the test app's ``gate`` action (two slots, handlers in
+    threads) whose client's polls are watched, stopped after the test."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(hold: Callable[[int], None] = lambda _n: None) -> tuple[Worker, Polls]:
+        client = aws("codepipeline")
+        polls = Polls(client, hold)
+        settings = fast_settings(
+            workspace_root,
+            concurrency=2,
+            isolation="thread",
+            endpoint_url=local.endpoint_url,
+            state_dir=state_dir,
+        )
+        api = CodePipelineAPI(client, RetryPolicy(attempts=3, backoff_max_s=0.5))
+        instance = Worker(api, app.select(["gate"]), settings)
+        thread = threading.Thread(target=instance.run, daemon=True)
+        thread.start()
+        started.append((instance, thread))
+        return instance, polls
+
+    yield start
+    for instance, thread in started:
+        instance.shutdown()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "a worker did not stop"
+
+
+def test_a_slot_freed_while_a_poll_is_out_gets_a_poll_of_its_own(
+    start_pipeline: StartPipeline, serve: Callable[..., tuple[Worker, Polls]]
+) -> None:
+    # Given four queued jobs, the first of which keeps its slot until its gate opens
+    GATES["held"] = threading.Event()
+    runs = []
+    for gate in ("held", "open", "open", "open"):
+        run = start_pipeline("CpwGate", {"Gate": gate})
+        until(lambda run=run: run.action_state().get("status") == "InProgress")
+        runs.append(run)
+
+    def hold(number: int) -> None:
+        # Poll 2 asks for the slot the second job freed: while it is out, the first job
+        # ends and frees the other slot, whose poll must not wait for this one to return.
+        if number == 2:
+            GATES["held"].set()
+            polls.together.wait(timeout=10)
+
+    # When a worker with two slots serves them
+    _, polls = serve(hold)
+    # Then every job succeeds
+    assert [run.wait()["status"] for run in runs] == ["Succeeded"] * 4
+    # And the second freed slot was polled for while the first one's poll was out
+    assert polls.most == 2
+    assert polls.asked[:3] == [2, 1, 1]
+
+
+def test_an_idle_worker_polls_alone_on_its_backoff(
+    serve: Callable[..., tuple[Worker, Polls]],
+) -> None:
+    # Given a worker with nothing to do, which waits 0.05 s and then up to 0.2 s
+    # (at least half of that) between polls
+    _, polls = serve()
+    until(lambda: len(polls.asked) >= 3, what="the first polls")
+    # When a second passes
+    before = len(polls.asked)
+    time.sleep(1.0)
+    made = len(polls.asked) - before
+    # Then it polled no more often than every 0.1 s, one poll at a time, for both slots
+    assert made <= 11
+    assert polls.most == 1
+    assert set(polls.asked) == {2}
