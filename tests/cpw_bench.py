@@ -11,12 +11,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def run_quick(script: str, timeout_s: float = 600) -> list[str]:
-    """The stdout lines of ``bench/<script> --quick``, run in its own process from the
+def run_quick(script: str, *options: str, timeout_s: float = 600) -> list[str]:
+    """The stdout lines of ``bench/<script> --quick [options]``, run in its own process from the
     bench folder (generous timeout: fresh interpreters and an emulator on a loaded
     machine); fails the test with the end of stderr if it does not exit 0."""
     done = subprocess.run(
-        [sys.executable, script, "--quick"],
+        [sys.executable, script, "--quick", *options],
         cwd=BENCH,
         capture_output=True,
         text=True,
