@@ -373,15 +373,18 @@ class Worker:
     def _poll_on_backoff(self) -> None:
         second = threading.Thread(target=self._poll_under_load, name="cpworker-poller", daemon=True)
         second.start()
-        idle = 0
-        rotation = itertools.cycle(self.specs)
-        while not self._stopping.is_set():
-            received = sum(self._poll(next(rotation))[1] for _ in self.specs)
-            idle = 0 if received else idle + 1
-            if idle:
-                self._stopping.wait(self._idle_delay(idle))
-        self._loaded.set()  # lets the second poller see the shutdown
-        second.join()
+        try:
+            idle = 0
+            rotation = itertools.cycle(self.specs)
+            while not self._stopping.is_set():
+                received = sum(self._poll(next(rotation))[1] for _ in self.specs)
+                idle = 0 if received else idle + 1
+                if idle:
+                    self._stopping.wait(self._idle_delay(idle))
+        finally:
+            self.shutdown()  # already done, unless this loop failed: the second one stops too
+            self._loaded.set()
+            second.join()
 
     def _poll_under_load(self) -> None:
         """The second poller: while polls come back full (jobs wait), a slot freed while a

@@ -69,12 +69,18 @@ def counts(chaos: LocalCodePipeline, job_id: str) -> dict[str, Any]:
     return found
 
 
+def with_object(clients: Clients, bucket: str) -> tuple[Any, Any]:
+    """CodePipeline and S3 clients, and ``bucket`` holding the object ``k`` (``x``)."""
+    codepipeline, s3 = clients("codepipeline"), clients("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    return codepipeline, s3
+
+
 def test_throttling_answers_in_each_services_wire_form(
     chaos: LocalCodePipeline, clients: Clients
 ) -> None:
-    codepipeline, s3 = clients("codepipeline"), clients("s3")
-    s3.create_bucket(Bucket="chaos-throttle")
-    s3.put_object(Bucket="chaos-throttle", Key="k", Body=b"x")
+    codepipeline, s3 = with_object(clients, "chaos-throttle")
     chaos.set_faults(
         FaultSettings(throttle=1.0, operations=frozenset({"ListPipelines", "GetObject"}))
     )
@@ -89,9 +95,7 @@ def test_throttling_answers_in_each_services_wire_form(
 def test_latency_holds_each_request_within_ops_and_then_answers_it(
     chaos: LocalCodePipeline, clients: Clients
 ) -> None:
-    codepipeline, s3 = clients("codepipeline"), clients("s3")
-    s3.create_bucket(Bucket="chaos-latency")
-    s3.put_object(Bucket="chaos-latency", Key="k", Body=b"x")
+    codepipeline, s3 = with_object(clients, "chaos-latency")
     chaos.set_faults(FaultSettings.parse("latency=0.4,ops=ListPipelines|GetObject"))
 
     began = time.monotonic()
@@ -106,9 +110,7 @@ def test_latency_holds_each_request_within_ops_and_then_answers_it(
 
 
 def test_5xx_answers_500_or_503(chaos: LocalCodePipeline, clients: Clients) -> None:
-    codepipeline, s3 = clients("codepipeline"), clients("s3")
-    s3.create_bucket(Bucket="chaos-5xx")
-    s3.put_object(Bucket="chaos-5xx", Key="k", Body=b"x")
+    codepipeline, s3 = with_object(clients, "chaos-5xx")
     ops = frozenset({"ListPipelines", "S3"})
     chaos.set_faults(FaultSettings(server_error=1.0, operations=ops, seed=3))
 

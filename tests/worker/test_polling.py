@@ -1,5 +1,5 @@
 """How a worker polls: under load a slot freed while a poll is out gets a poll of its own;
-idle, one poll at a time on the backoff. Against a real local CodePipeline; the worker's client
+idle, one poll at a time on the backoff; a poll loop that fails stops its second poller. Against a real local CodePipeline; the worker's client
 is watched (not changed) to see which polls are out together."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import Run, fast_settings, until
 from cpw_test_apps import GATES, app
+from pytest_mock import MockerFixture
 
 from cpworker.api import CodePipelineAPI, RetryPolicy
 from cpworker.local.server import LocalCodePipeline
@@ -124,3 +125,25 @@ def test_an_idle_worker_polls_alone_on_its_backoff(
     assert made <= 11
     assert polls.most == 1
     assert set(polls.asked) == {2}
+
+
+def test_a_poll_loop_that_fails_leaves_no_poller_behind(
+    aws: Callable[..., Any],
+    local: LocalCodePipeline,
+    workspace_root: Path,
+    state_dir: Path,
+    mocker: MockerFixture,
+) -> None:
+    # Given a worker whose poll loop fails once it is idle (a fault that the local
+    # CodePipeline cannot produce)
+    settings = fast_settings(
+        workspace_root, endpoint_url=local.endpoint_url, state_dir=state_dir, isolation="thread"
+    )
+    api = CodePipelineAPI(aws("codepipeline"), RetryPolicy(attempts=3, backoff_max_s=0.5))
+    instance = Worker(api, app.select(["gate"]), settings)
+    mocker.patch.object(instance, "_idle_delay", side_effect=RuntimeError("no backoff"))
+    # When it runs, it fails
+    with pytest.raises(RuntimeError, match="no backoff"):
+        instance.run()
+    # Then its second poller has stopped with it
+    assert [t.name for t in threading.enumerate() if t.name == "cpworker-poller"] == []
