@@ -1,6 +1,7 @@
 """How a worker polls: under load a slot freed while a poll is out gets a poll of its own;
-idle, one poll at a time on the backoff; a poll loop that fails stops its second poller. Against a real local CodePipeline; the worker's client
-is watched (not changed) to see which polls are out together."""
+idle, one poll at a time on the backoff; a poll loop that fails stops its second poller.
+Against a real local CodePipeline; the worker's client is watched (not changed) to see
+which polls are out together."""
 
 from __future__ import annotations
 
