@@ -440,6 +440,7 @@ class Worker:
         try:
             jobs = self._ask(spec, free) if free > 0 and not self._stopping.is_set() else None
             if jobs is None:
+                self._loaded.clear()  # a failing poll is retried on the main loop's backoff
                 return 0, 0
             if len(jobs) >= free:
                 self._loaded.set()

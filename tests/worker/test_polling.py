@@ -1,7 +1,7 @@
 """How a worker polls: under load a slot freed while a poll is out gets a poll of its own;
-idle, one poll at a time on the backoff; a poll loop that fails stops its second poller.
-Against a real local CodePipeline; the worker's client is watched (not changed) to see
-which polls are out together."""
+idle or failing, one poll at a time on the backoff; a poll loop that fails stops its
+second poller. Against a real local CodePipeline; the worker's client is watched (not
+changed) to see which polls are out together."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import Run, fast_settings, until
 from cpw_test_apps import GATES, app
 from pytest_mock import MockerFixture
@@ -60,7 +61,9 @@ def serve(
     threads) whose client's polls are watched, stopped after the test."""
     started: list[tuple[Worker, threading.Thread]] = []
 
-    def start(hold: Callable[[int], None] = lambda _n: None) -> tuple[Worker, Polls]:
+    def start(
+        hold: Callable[[int], None] = lambda _n: None, attempts: int = 3
+    ) -> tuple[Worker, Polls]:
         client = aws("codepipeline")
         polls = Polls(client, hold)
         settings = fast_settings(
@@ -70,7 +73,7 @@ def serve(
             endpoint_url=local.endpoint_url,
             state_dir=state_dir,
         )
-        api = CodePipelineAPI(client, RetryPolicy(attempts=3, backoff_max_s=0.5))
+        api = CodePipelineAPI(client, RetryPolicy(attempts=attempts, backoff_max_s=0.5))
         instance = Worker(api, app.select(["gate"]), settings)
         thread = threading.Thread(target=instance.run, daemon=True)
         thread.start()
@@ -126,6 +129,34 @@ def test_an_idle_worker_polls_alone_on_its_backoff(
     assert made <= 11
     assert polls.most == 1
     assert set(polls.asked) == {2}
+
+
+def test_a_worker_whose_polls_fail_polls_alone_on_its_backoff(
+    start_pipeline: StartPipeline, serve: Callable[..., tuple[Worker, Polls]]
+) -> None:
+    # Given two queued jobs, and polls that are throttled after the first one, which
+    # brings both (a full answer: jobs may wait)
+    runs = []
+    for _ in range(2):
+        run = start_pipeline("CpwGate")
+        until(lambda run=run: run.action_state().get("status") == "InProgress")
+        runs.append(run)
+
+    def hold(number: int) -> None:
+        if number > 1:
+            error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+            raise ClientError(error, "PollForJobs")
+
+    # When a worker that does not retry a call itself has run both jobs
+    _, polls = serve(hold, attempts=1)
+    assert [run.wait()["status"] for run in runs] == ["Succeeded"] * 2
+    until(lambda: len(polls.asked) >= 4, what="failed polls")
+    # And a second passes
+    before = len(polls.asked)
+    time.sleep(1.0)
+    made = len(polls.asked) - before
+    # Then the failing polls came no more often than every 0.1 s, its backoff
+    assert made <= 11
 
 
 def test_a_poll_loop_that_fails_leaves_no_poller_behind(
