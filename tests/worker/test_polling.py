@@ -1,7 +1,7 @@
 """How a worker polls: under load a slot freed while a poll is out gets a poll of its own;
 idle or failing, one poll at a time on the backoff; a poll loop that fails stops its
-second poller. Against a real local CodePipeline; the worker's client is watched (not
-changed) to see which polls are out together."""
+second poller. Against a real local CodePipeline; the worker's client is watched to see
+which polls are out together (and, in one test, throttled)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,15 @@ from cpworker.local.server import LocalCodePipeline
 from cpworker.worker import Worker
 
 StartPipeline = Callable[..., Run]
+Hold = Callable[["Polls", int], None]
 
 
 class Polls:
     """Wraps a client's ``poll_for_jobs``: what each poll asked for, and the most polls
-    that were out at once. ``hold`` runs inside poll number N (1-based) before it is sent."""
+    that were out at once. ``hold(polls, n)`` runs inside poll number n (1-based) before
+    it is sent."""
 
-    def __init__(self, client: Any, hold: Callable[[int], None] = lambda _n: None) -> None:
+    def __init__(self, client: Any, hold: Hold) -> None:
         self.asked: list[int] = []
         self.out = self.most = 0
         self.together = threading.Event()  # two polls were out at once
@@ -44,7 +46,7 @@ class Polls:
                 if self.out > 1:
                     self.together.set()
             try:
-                hold(number)
+                hold(self, number)
                 return real(**request)
             finally:
                 with self._lock:
@@ -56,14 +58,12 @@ class Polls:
 @pytest.fixture
 def serve(
     aws: Callable[..., Any], local: LocalCodePipeline, workspace_root: Path, state_dir: Path
-) -> Iterator[Callable[..., Worker]]:
+) -> Iterator[Callable[..., tuple[Worker, Polls]]]:
     """Factory: a worker of the test app's ``gate`` action (two slots, handlers in
     threads) whose client's polls are watched, stopped after the test."""
     started: list[tuple[Worker, threading.Thread]] = []
 
-    def start(
-        hold: Callable[[int], None] = lambda _n: None, attempts: int = 3
-    ) -> tuple[Worker, Polls]:
+    def start(hold: Hold = lambda _polls, _n: None, attempts: int = 3) -> tuple[Worker, Polls]:
         client = aws("codepipeline")
         polls = Polls(client, hold)
         settings = fast_settings(
@@ -98,7 +98,7 @@ def test_a_slot_freed_while_a_poll_is_out_gets_a_poll_of_its_own(
         until(lambda run=run: run.action_state().get("status") == "InProgress")
         runs.append(run)
 
-    def hold(number: int) -> None:
+    def hold(polls: Polls, number: int) -> None:
         # Poll 2 asks for the slot the second job freed: while it is out, the first job
         # ends and frees the other slot, whose poll must not wait for this one to return.
         if number == 2:
@@ -142,7 +142,7 @@ def test_a_worker_whose_polls_fail_polls_alone_on_its_backoff(
         until(lambda run=run: run.action_state().get("status") == "InProgress")
         runs.append(run)
 
-    def hold(number: int) -> None:
+    def hold(_polls: Polls, number: int) -> None:
         if number > 1:
             error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
             raise ClientError(error, "PollForJobs")
