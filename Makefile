@@ -32,12 +32,13 @@ typecheck: $(STAMP)
 
 # Benchmarks print figures and how they got them, each against its anchor measured in
 # the same run; they assert nothing. `bench`: the README's Performance table (about
-# 25 minutes on 2 cores); `bench-large`: input and output with a 2 GiB blob;
+# 30 minutes on 2 cores); `bench-large`: input and output with a 2 GiB blob;
 # `bench-chaos`: the reliability runs (kill -9, SIGTERM, faults).
 bench: $(STAMP)
 	$(BIN)/python bench/p1_input.py
 	$(BIN)/python bench/p2_output.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/dispatch.py --latency 0.02
 	$(BIN)/python bench/pickup.py
 	$(BIN)/python bench/p5_cold_start.py
 	$(BIN)/python bench/isolation.py
